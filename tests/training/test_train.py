@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.config import config_for
+from training.data import MnistArrays
+from training.models import build_network
+from training.train import fit, loss_fn, make_optimizer, random_affine
+
+
+@pytest.mark.slow
+def test_tutorial_mlp_reaches_95_percent_after_one_epoch_on_real_mnist(mnist: MnistArrays) -> None:
+    config = config_for("mlp", epochs=1, progress=False)
+    result = fit(config, build_network("mlp"), mnist, torch.device("cpu"))
+    assert sum(map(sum, result.test.confusion)) == 10000  # the full test set, not a sample
+    assert result.test.accuracy >= 0.95
+    assert len(result.history) == 1 and result.history[0]["train_loss"] > result.history[0]["val_loss"] * 0.5
+
+
+def test_sgd_is_the_plain_update_rule() -> None:
+    network = torch.nn.Linear(3, 2)
+    config = config_for("mlp", optimizer="sgd", lr=0.5)
+    before = [p.detach().clone() for p in network.parameters()]
+    optimizer = make_optimizer(config, network.parameters())
+    network(torch.ones(1, 3)).sum().backward()
+    grads = [p.grad.detach().clone() for p in network.parameters() if p.grad is not None]
+    optimizer.step()
+    for old, grad, new in zip(before, grads, network.parameters(), strict=True):
+        assert torch.allclose(new, old - 0.5 * grad)
+
+
+def test_mse_loss_compares_softmax_with_one_hot() -> None:
+    confident_four = torch.full((1, 10), -30.0)
+    confident_four[0, 4] = 30.0
+    assert loss_fn("mse", confident_four, torch.tensor([4])).item() < 1e-6
+    # All mass on the wrong class: two squared errors of 1 over ten outputs.
+    assert loss_fn("mse", confident_four, torch.tensor([7])).item() == pytest.approx(0.2, abs=1e-6)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(mnist: MnistArrays) -> None:
+    # Plain SGD at lr 5 diverges, so validation loss stops improving and patience 1 must end the run.
+    config = config_for("mlp", epochs=6, lr=5.0, optimizer="sgd", patience=1, dry_run=True, progress=False)
+    result = fit(config, build_network("mlp"), mnist, torch.device("cpu"))
+    best = min(result.history, key=lambda row: row["val_loss"])
+    assert result.stopped_early and len(result.history) < 6
+    assert result.best_epoch == best["epoch"]
+    # The returned network is the best epoch's, not the last one's.
+    assert result.validation.loss == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_augmentation_moves_pixels_but_keeps_the_digit_in_frame(mnist: MnistArrays) -> None:
+    images = mnist.train_images[:64].unsqueeze(1).float() / 255
+    augmented = random_affine(images, torch.Generator().manual_seed(0))
+    assert augmented.shape == images.shape
+    assert not torch.allclose(augmented, images)
+    ink_before, ink_after = images.sum((1, 2, 3)), augmented.sum((1, 2, 3))
+    assert ((ink_after / ink_before) > 0.7).all()  # small zooms/shifts: most of the ink stays

@@ -191,6 +191,7 @@ def publish(repository: Path, name: str, write: Callable[[Path], None]) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
+        staging.chmod(0o755)  # mkdtemp makes it private; a version must be readable by the serving user
         write(staging)
         for path in staging.iterdir():
             with path.open("rb") as handle:

@@ -108,6 +108,26 @@ def evaluate(
     )
 
 
+class EarlyStopping:
+    """Remember the epoch with the lowest validation loss; say when ``patience`` epochs brought nothing."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.best_loss = math.inf
+        self.best_epoch = 0
+        self.best_state: dict[str, torch.Tensor] = {}
+        self.stale = 0
+
+    def should_stop(self, epoch: int, val_loss: float, network: nn.Module) -> bool:
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.stale = val_loss, epoch, 0
+            if self.patience is not None:  # copying weights is only worth it when we may roll back
+                self.best_state = copy.deepcopy(network.state_dict())
+        else:
+            self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+
 def fit(config: TrainConfig, network: nn.Module, data: MnistArrays, device: torch.device) -> TrainResult:
     """Train ``network`` per ``config``; return it (best validation epoch) with its metrics."""
     torch.manual_seed(config.seed)
@@ -135,7 +155,7 @@ def fit(config: TrainConfig, network: nn.Module, data: MnistArrays, device: torc
     )
 
     history: list[dict[str, float]] = []
-    best_loss, best_state, best_epoch, stale = math.inf, copy.deepcopy(network.state_dict()), 0, 0
+    stopper = EarlyStopping(config.patience)
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         network.train()
@@ -174,24 +194,15 @@ def fit(config: TrainConfig, network: nn.Module, data: MnistArrays, device: torc
             f"val loss {validation.loss:.4f} acc {validation.accuracy:.4f} | {history[-1]['seconds']:.1f}s",
             flush=True,
         )
-        if validation.loss < best_loss:
-            best_loss, best_state, best_epoch, stale = (
-                validation.loss,
-                copy.deepcopy(network.state_dict()),
-                epoch,
-                0,
-            )
-        else:
-            stale += 1
-        if config.patience is not None and stale >= config.patience:
-            print(f"early stopping: validation loss has not improved for {stale} epochs", flush=True)
+        if stopper.should_stop(epoch, validation.loss, network):
+            print(f"early stopping: validation loss has not improved for {stopper.stale} epochs", flush=True)
             break
 
     stopped_early = len(history) < config.epochs
+    best_epoch = len(history)
     if config.patience is not None:
-        network.load_state_dict(best_state)  # with early stopping, the best epoch is the result
-    else:
-        best_epoch = len(history)
+        network.load_state_dict(stopper.best_state)  # with early stopping, the best epoch is the result
+        best_epoch = stopper.best_epoch
     network.eval()
     network.cpu()
     cpu_norm = Normalize()

@@ -6,7 +6,7 @@ import torch
 from training.config import config_for
 from training.data import MnistArrays
 from training.models import build_network
-from training.train import fit, loss_fn, make_optimizer, random_affine
+from training.train import EarlyStopping, fit, loss_fn, make_optimizer, random_affine
 
 
 @pytest.mark.slow
@@ -38,14 +38,28 @@ def test_mse_loss_compares_softmax_with_one_hot() -> None:
     assert loss_fn("mse", confident_four, torch.tensor([7])).item() == pytest.approx(0.2, abs=1e-6)
 
 
-def test_early_stopping_stops_and_restores_the_best_epoch(mnist: MnistArrays) -> None:
-    # Plain SGD at lr 5 diverges, so validation loss stops improving and patience 1 must end the run.
-    config = config_for("mlp", epochs=6, lr=5.0, optimizer="sgd", patience=1, dry_run=True, progress=False)
+def test_early_stopping_waits_patience_epochs_and_keeps_the_best_weights() -> None:
+    network = torch.nn.Linear(2, 1)
+    stopper = EarlyStopping(patience=2)
+    losses = [1.0, 0.5, 0.7, 0.4, 0.6, 0.9]
+    stops = []
+    for epoch, loss in enumerate(losses, start=1):
+        with torch.no_grad():
+            network.weight.fill_(epoch)  # tag the weights with the epoch they belong to
+        stops.append(stopper.should_stop(epoch, loss, network))
+    assert stops == [False, False, False, False, False, True]
+    assert stopper.best_epoch == 4 and stopper.best_loss == 0.4
+    assert stopper.best_state["weight"].eq(4).all()
+    assert not EarlyStopping(None).should_stop(1, 1.0, network)  # no patience: never stops
+
+
+def test_fit_with_patience_returns_the_best_epoch_weights(mnist: MnistArrays) -> None:
+    config = config_for("mlp", epochs=3, lr=5.0, optimizer="sgd", patience=1, dry_run=True, progress=False)
     result = fit(config, build_network("mlp"), mnist, torch.device("cpu"))
     best = min(result.history, key=lambda row: row["val_loss"])
-    assert result.stopped_early and len(result.history) < 6
     assert result.best_epoch == best["epoch"]
-    # The returned network is the best epoch's, not the last one's.
+    assert result.stopped_early == (len(result.history) < 3)
+    # The returned network is the best epoch's, not the last one's: its validation loss is the best one.
     assert result.validation.loss == pytest.approx(best["val_loss"], rel=1e-5)
 
 

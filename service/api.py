@@ -1,0 +1,152 @@
+"""The LitAPI that runs in each inference worker: batch already-validated pixels through a backend.
+
+Requests are decoded and validated in the API server processes (``service.routes``) before they are
+queued, so nothing that reaches a batch can fail for one request and take the others down with it.
+A request may carry several images: ``predict`` concatenates every request's images into one
+backend call and splits the probabilities back, one array per request, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import litserve as ls
+import numpy as np
+
+from service.backends import Backend, load_backend
+from service.metrics import Metrics
+from service.repository import ModelVersion
+
+log = logging.getLogger(__name__)
+
+
+class Job(NamedTuple):
+    """What an API server queues: validated uint8 pixels [n, 1, 28, 28] and when it was admitted."""
+
+    pixels: np.ndarray
+    admitted_at: float  # time.monotonic(): one clock for every process on the machine
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    model: ModelVersion
+    backend: str
+    device: str  # the operator's request: auto, cpu, cuda, cuda:N
+    warmup_images: int
+    low_confidence: float
+    runtime_dir: Path  # where each worker records the device and provider it really uses
+    threads: int | None = None
+    log_level: str = "info"
+
+
+def runtime_records(folder: Path) -> list[dict[str, Any]]:
+    """What each live worker reported about itself (see ``DigitAPI.setup``)."""
+    records = []
+    for path in sorted(folder.glob("runtime-*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(int(record.get("pid", 0))):
+            records.append(record)
+    return records
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError, ValueError):
+        return False
+    return pid > 0
+
+
+class DigitAPI(ls.LitAPI):
+    def __init__(self, config: WorkerConfig, **litapi_options: Any) -> None:
+        super().__init__(**litapi_options)
+        self.config = config
+        self.backend: Backend | None = None
+        self.metrics: Metrics | None = None
+
+    def setup(self, device: str) -> None:
+        # Ctrl+C reaches the whole process group; the main process decides when workers stop, after the
+        # API servers have drained, so that no admitted request loses its answer.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        logging.basicConfig(  # a spawned process starts with no logging configuration
+            level=self.config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        # LitServe hands each worker "cpu" or "cuda:N"; with --device auto a GPU that the backend cannot
+        # use (e.g. a CPU-only ONNX Runtime) falls back to CPU instead of failing.
+        strict = self.config.device != "auto"
+        backend = load_backend(self.config.model, self.config.backend, device, strict, self.config.threads)
+        backend.predict(np.zeros((self.config.warmup_images, 1, 28, 28), dtype=np.uint8))  # warm-up
+        self.backend = backend
+        self.metrics = Metrics()
+        model = self.config.model
+        self.metrics.model_info.labels(
+            model.name, model.version, backend.name, backend.device, backend.provider
+        ).set(1)
+        record = {
+            "pid": os.getpid(),
+            "backend": backend.name,
+            "device": backend.device,
+            "provider": backend.provider,
+        }
+        path = self.config.runtime_dir / f"runtime-{os.getpid()}.json"
+        path.write_text(json.dumps(record))
+        log.info(
+            "worker %d serving %s v%s with %s on %s (%s)",
+            os.getpid(),
+            model.name,
+            model.version,
+            backend.name,
+            backend.device,
+            backend.provider,
+        )
+
+    def decode_request(self, request: Job, **kwargs: Any) -> Job:
+        return request
+
+    def batch(self, inputs: list[Job]) -> list[Job]:
+        return inputs
+
+    def predict(self, jobs: list[Job], **kwargs: Any) -> list[np.ndarray]:
+        assert self.backend is not None and self.metrics is not None, "setup() has not run"
+        started = time.monotonic()
+        counts = [len(job.pixels) for job in jobs]
+        pixels = jobs[0].pixels if len(jobs) == 1 else np.concatenate([job.pixels for job in jobs])
+        probabilities = self.backend.predict(pixels)
+        finished = time.monotonic()
+        self._observe(jobs, started, finished, probabilities)
+        return np.split(probabilities, np.cumsum(counts)[:-1])
+
+    def _observe(self, jobs: list[Job], started: float, finished: float, probabilities: np.ndarray) -> None:
+        metrics = self.metrics
+        assert metrics is not None
+        for job in jobs:
+            metrics.queue_wait.observe(started - job.admitted_at)
+        metrics.inference.observe(finished - started)
+        metrics.batch_requests.observe(len(jobs))
+        metrics.batch_images.observe(len(probabilities))
+        metrics.images.inc(len(probabilities))
+        digits = probabilities.argmax(1)
+        confidence = probabilities.max(1)
+        for digit, count in zip(*np.unique(digits, return_counts=True), strict=True):
+            metrics.predictions.labels(str(digit)).inc(int(count))
+        for value in confidence:
+            metrics.confidence.observe(float(value))
+        low = int((confidence < self.config.low_confidence).sum())
+        if low:
+            metrics.low_confidence.inc(low)
+
+    def unbatch(self, output: list[np.ndarray]) -> list[np.ndarray]:
+        return output
+
+    def encode_response(self, output: np.ndarray, **kwargs: Any) -> np.ndarray:
+        return output

@@ -1,0 +1,110 @@
+"""Inference backends behind one narrow interface: uint8 pixels ``[N,1,28,28]`` -> probabilities ``[N,10]``.
+
+ONNX Runtime is the default (CUDA provider when asked for and really available, CPU otherwise);
+TorchScript is the second backend. Both report the device and provider they actually use, read back
+from the runtime rather than assumed from what was requested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.errors import StartupError
+from service.repository import ModelVersion
+
+log = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    name: str
+    device: str  # "cpu" or "cuda:N": where the computation really runs
+    provider: str  # e.g. CUDAExecutionProvider, CPUExecutionProvider, torch.jit
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, model: ModelVersion, device: str, strict: bool, threads: int | None = None) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # ORT's provider fallback warnings are reported by us, once
+        if threads:
+            options.intra_op_num_threads = threads
+        providers: list[Any] = ["CPUExecutionProvider"]
+        device_id = _cuda_index(device)
+        if device_id is not None:
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+        self.session = onnxruntime.InferenceSession(str(model.artifact("onnx")), options, providers=providers)
+        # onnxruntime-gpu falls back to CPU silently; what it really uses is only known by asking.
+        self.provider = self.session.get_providers()[0]
+        on_gpu = self.provider == "CUDAExecutionProvider"
+        if device_id is not None and not on_gpu:
+            message = f"ONNX Runtime cannot use CUDA here (providers in use: {self.session.get_providers()})"
+            if strict:
+                raise StartupError(f"--device {device} was requested but {message}")
+            log.warning("%s; serving on CPU", message)
+        self.device = f"cuda:{device_id}" if on_gpu else "cpu"
+        self.input_name, self.output_name = model.input_name, model.output_name
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: pixels})[0]
+
+
+class TorchScriptBackend:
+    name = "torchscript"
+    provider = "torch.jit"
+
+    def __init__(self, model: ModelVersion, device: str, strict: bool, threads: int | None = None) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            if strict:
+                raise StartupError(f"--device {device} was requested but PyTorch sees no CUDA device")
+            device = "cpu"
+        self.torch = torch
+        self.torch_device = torch.device(device)
+        # torch.jit.load prints a deprecation FutureWarning in torch 2.14; operators need not see it.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.module = torch.jit.load(str(model.artifact("torchscript")), map_location=self.torch_device)
+        self.module.eval()
+        index = self.torch_device.index if self.torch_device.index is not None else 0
+        self.device = f"cuda:{index}" if self.torch_device.type == "cuda" else "cpu"
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            tensor = self.torch.from_numpy(pixels).to(self.torch_device, non_blocking=True)
+            return self.module(tensor).float().cpu().numpy()
+
+
+def _cuda_index(device: str) -> int | None:
+    if device == "cuda":
+        return 0
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    return None
+
+
+def load_backend(
+    model: ModelVersion, backend: str, device: str, strict: bool = True, threads: int | None = None
+) -> Backend:
+    """Load ``backend`` on ``device`` (cpu, cuda, cuda:N). Not strict: fall back to CPU without CUDA."""
+    if device != "cpu" and _cuda_index(device) is None:
+        raise StartupError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
+    if backend == "onnx":
+        return OnnxBackend(model, device, strict, threads)
+    if backend == "torchscript":
+        return TorchScriptBackend(model, device, strict, threads)
+    raise StartupError(f"unknown backend {backend!r}; choose onnx or torchscript")

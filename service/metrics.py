@@ -1,0 +1,157 @@
+"""Prometheus metrics, correct across LitServe's processes (prometheus_client multiprocess mode).
+
+``prepare_directory`` sets ``PROMETHEUS_MULTIPROC_DIR`` in the main process before any metric
+exists; spawned and forked children inherit it. Metric objects are created once per process by
+``Metrics()``; ``render`` merges every process's files and adds process metrics for the whole
+server tree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import psutil
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def prepare_directory(requested: Path | None) -> Path:
+    """Create (or empty) the multiprocess folder and point prometheus_client at it."""
+    folder = Path(requested) if requested else Path(tempfile.mkdtemp(prefix="mnist-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    # prometheus_client picks its value class when first imported; choose again now that the folder is set.
+    values.ValueClass = values.get_value_class()
+    return folder
+
+
+def remove_directory(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class Metrics:
+    """All of the service's metrics. Create one per process, after ``prepare_directory``."""
+
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "mnist_requests", "HTTP requests by route, method and status code.", ["route", "method", "code"]
+        )
+        self.request_latency = Histogram(
+            "mnist_request_duration_seconds", "HTTP request latency.", ["route"], buckets=LATENCY_BUCKETS
+        )
+        self.in_flight = Gauge(
+            "mnist_in_flight_requests", "Requests admitted and not yet answered.", multiprocess_mode="livesum"
+        )
+        self.rejected = Counter("mnist_rejected_requests", "Requests refused, by reason.", ["reason"])
+        self.queue_wait = Histogram(
+            "mnist_queue_wait_seconds",
+            "Time from admission to the start of its batch.",
+            buckets=LATENCY_BUCKETS,
+        )
+        self.inference = Histogram(
+            "mnist_inference_seconds", "Backend time per batch.", buckets=LATENCY_BUCKETS
+        )
+        self.batch_requests = Histogram(
+            "mnist_batch_requests", "Requests combined in one batch.", buckets=BATCH_BUCKETS
+        )
+        self.batch_images = Histogram("mnist_batch_images", "Images in one batch.", buckets=BATCH_BUCKETS)
+        self.images = Counter("mnist_images", "Images classified.")
+        self.predictions = Counter("mnist_predictions", "Predictions by predicted digit.", ["digit"])
+        self.confidence = Histogram(
+            "mnist_prediction_confidence", "Probability of the predicted digit.", buckets=CONFIDENCE_BUCKETS
+        )
+        self.low_confidence = Counter(
+            "mnist_low_confidence_predictions",
+            "Predictions below the low-confidence threshold (likely not a digit).",
+        )
+        self.model_info = Gauge(
+            "mnist_model_info",
+            "The model each inference worker serves (value 1).",
+            ["name", "version", "backend", "device", "provider"],
+            multiprocess_mode="livemax",
+        )
+        self.gpu_memory = Gauge(
+            "mnist_gpu_memory_used_bytes",
+            "GPU memory in use on the worker's device.",
+            ["device"],
+            multiprocess_mode="livemax",
+        )
+
+
+class ProcessTreeCollector:
+    """Process metrics for the main process and all of its children (API servers, workers).
+
+    prometheus_client's own process collector only describes the process that was scraped, which in
+    a multi-process server is whichever API server answered.
+    """
+
+    def __init__(self, root_pid: int) -> None:
+        self.root_pid = root_pid
+
+    def _processes(self) -> Iterator[tuple[psutil.Process, str]]:
+        try:
+            root = psutil.Process(self.root_pid)
+            yield root, "main"
+            for child in root.children(recursive=True):
+                yield child, "child"
+        except psutil.Error:
+            return
+
+    def collect(self) -> Iterable[Metric]:
+        rss = GaugeMetricFamily(
+            "mnist_process_resident_memory_bytes", "Resident memory.", labels=["pid", "role"]
+        )
+        cpu = GaugeMetricFamily("mnist_process_cpu_seconds_total", "CPU time used.", labels=["pid", "role"])
+        fds = GaugeMetricFamily("mnist_process_open_fds", "Open file descriptors.", labels=["pid", "role"])
+        start = GaugeMetricFamily(
+            "mnist_process_start_time_seconds", "Start time (Unix).", labels=["pid", "role"]
+        )
+        for process, role in self._processes():
+            try:
+                with process.oneshot():
+                    labels = [str(process.pid), role]
+                    times = process.cpu_times()
+                    rss.add_metric(labels, process.memory_info().rss)
+                    cpu.add_metric(labels, times.user + times.system)
+                    fds.add_metric(labels, process.num_fds())
+                    start.add_metric(labels, process.create_time())
+            except psutil.Error:
+                continue
+        return [rss, cpu, fds, start]
+
+
+def forget_dead_processes(folder: Path) -> None:
+    """Drop live-gauge files of processes that are gone (a restarted worker, an exited server)."""
+    pids = {int(m.group(1)) for path in folder.glob("gauge_live*.db") if (m := PID_FILE.search(path.name))}
+    for pid in pids:
+        if not psutil.pid_exists(pid):
+            multiprocess.mark_process_dead(pid, str(folder))
+
+
+def render(folder: Path, root_pid: int) -> bytes:
+    forget_dead_processes(folder)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(folder))
+    registry.register(ProcessTreeCollector(root_pid))
+    return generate_latest(registry)

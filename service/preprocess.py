@@ -1,0 +1,157 @@
+"""Turn what clients send into the model's input: uint8 ``[28, 28]``, white digit on black.
+
+Image files of any size go through the recipe the original MNIST was made with, so a photo or scan
+of a dark digit on light paper looks to the model like an MNIST sample: grayscale, invert when the
+background is light, crop to the ink, scale the longest side to 20 px keeping the aspect ratio, and
+place it in a 28x28 frame by its centre of mass. A 28x28 image already in MNIST convention (dark
+background) passes through unchanged, as do pixel arrays, which are raw model input by contract.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+
+SIDE = 28
+DIGIT_BOX = 20
+INK_THRESHOLD = 0.2  # fraction of the ink's peak intensity that still counts as ink when cropping
+SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+DEFAULT_MAX_PIXELS = 25_000_000
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file to float grayscale in [0, 255], refusing bombs before decompressing."""
+    if not data:
+        raise BadRequest("empty image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise PayloadTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+            image.seek(0)  # first frame of an animation
+            image.load()
+            return _to_gray(image)
+    except (PayloadTooLarge, BadRequest):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise PayloadTooLarge(f"image decompresses to too many pixels ({error})") from error
+    except UnidentifiedImageError as error:
+        raise BadRequest(f"cannot decode image: not one of ({', '.join(SUPPORTED_FORMATS)})") from error
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, MemoryError) as error:
+        raise BadRequest(f"cannot decode image: {error}") from error
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        return _finite(np.clip(values / peak * 255.0, 0, 255))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
+        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])
+        alpha = rgba[..., 3] / 255.0
+        # Transparent areas become the background: light behind dark ink, dark behind light ink.
+        opaque = alpha > 0.5
+        ink_is_dark = opaque.any() and float(gray[opaque].mean()) < 128
+        background = 255.0 if ink_is_dark else 0.0
+        return gray * alpha + background * (1 - alpha)
+    return np.asarray(
+        ImageOps.grayscale(image.convert("RGB") if image.mode == "CMYK" else image), dtype=np.float64
+    )
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    if not np.isfinite(values).all():
+        raise Unprocessable("image has NaN or infinite pixel values")
+    return values
+
+
+def _background_level(gray: np.ndarray) -> float:
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.median(border))
+
+
+def to_mnist(gray: np.ndarray) -> np.ndarray:
+    """Apply the MNIST recipe to a grayscale image of any size; return uint8 [28, 28]."""
+    if gray.shape == (SIDE, SIDE) and _background_level(gray) < 128:
+        return np.clip(np.rint(gray), 0, 255).astype(np.uint8)  # already MNIST: unchanged
+    if _background_level(gray) >= 128:
+        gray = 255.0 - gray
+    ink = np.clip(gray - _background_level(gray), 0, None)
+    peak = float(ink.max())
+    if peak < 8:  # nothing but (near-)uniform background
+        raise Unprocessable("image contains no digit: it is blank after background removal")
+    ink = ink * (255.0 / peak)
+    rows = np.flatnonzero((ink > INK_THRESHOLD * 255).any(axis=1))
+    cols = np.flatnonzero((ink > INK_THRESHOLD * 255).any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    height, width = crop.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    box = np.asarray(Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
+    box = np.clip(box, 0, 255)
+    frame = np.zeros((SIDE, SIDE), dtype=np.float64)
+    total = float(box.sum())
+    ys, xs = np.indices(box.shape)
+    centre_y = float((ys * box).sum() / total) if total > 0 else box.shape[0] / 2
+    centre_x = float((xs * box).sum() / total) if total > 0 else box.shape[1] / 2
+    top = int(np.clip(round(SIDE / 2 - centre_y), 0, SIDE - box.shape[0]))
+    left = int(np.clip(round(SIDE / 2 - centre_x), 0, SIDE - box.shape[1]))
+    frame[top : top + box.shape[0], left : left + box.shape[1]] = box
+    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+
+
+def image_to_pixels(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Image file bytes -> uint8 [28, 28] in MNIST convention."""
+    return to_mnist(decode_image(data, max_pixels))
+
+
+def array_to_pixels(values: object, max_images: int) -> np.ndarray:
+    """Pixel values (nested lists or an array) -> uint8 [N, 1, 28, 28]; 28x28, 784 or N of either.
+
+    Values must be whole numbers in 0..255: floats like 0.5 usually mean the client normalised the
+    image already, and silently rounding them would give confident nonsense.
+    """
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (ValueError, TypeError) as error:
+        raise Unprocessable("pixels must be a rectangular array of numbers") from error
+    return _validated_pixels(array, max_images, integral=True)
+
+
+def _validated_pixels(array: np.ndarray, max_images: int, integral: bool) -> np.ndarray:
+    shape = array.shape
+    if shape in ((SIDE, SIDE), (SIDE * SIDE,)):
+        array = array.reshape(1, 1, SIDE, SIDE)
+    elif (len(shape) == 2 and shape[1] == SIDE * SIDE) or (len(shape) == 3 and shape[1:] == (SIDE, SIDE)):
+        array = array.reshape(shape[0], 1, SIDE, SIDE)
+    elif len(shape) == 4 and shape[1:] == (1, SIDE, SIDE):
+        pass
+    else:
+        raise Unprocessable(
+            f"pixels have shape {list(shape)}; expected [28,28], [784], [N,28,28], [N,784] or [N,1,28,28]"
+        )
+    if array.shape[0] == 0:
+        raise Unprocessable("no images in the request")
+    if array.shape[0] > max_images:
+        raise PayloadTooLarge(f"{array.shape[0]} images in one request; the limit is {max_images}")
+    if not np.isfinite(array).all():
+        raise Unprocessable("pixels contain NaN or infinity")
+    if array.min() < 0 or array.max() > 255:
+        raise Unprocessable("pixel values must be within 0..255")
+    if integral and not np.array_equal(array, np.rint(array)):
+        raise Unprocessable("pixel values must be whole numbers 0..255 (raw pixels, not normalised)")
+    return np.ascontiguousarray(np.rint(array), dtype=np.uint8)
+
+
+def tensor_to_pixels(array: np.ndarray, max_images: int, whole_numbers: bool) -> np.ndarray:
+    """A v2 tensor -> uint8 [N, 1, 28, 28]. UINT8 must hold whole numbers; FP32 values are rounded."""
+    return _validated_pixels(array, max_images, integral=whole_numbers)

@@ -1,0 +1,207 @@
+"""Wire formats: parse request bodies into validated pixels, and encode answers.
+
+Two protocols share the same pixels and the same backend:
+- ``POST /predict``: multipart image uploads, a raw image body, JSON with base64 images, or JSON pixel
+  arrays; answers ``{"predictions": [...], "model": {...}}``.
+- Open Inference Protocol v2 (KServe / Triton): JSON tensors, plus Triton's binary tensor extension
+  (``Inference-Header-Content-Length``) for requests and responses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+from service.preprocess import array_to_pixels, image_to_pixels, tensor_to_pixels
+
+IMAGE_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/jpg",
+    "image/bmp",
+    "image/x-ms-bmp",
+    "image/gif",
+    "image/webp",
+    "image/tiff",
+)
+V2_DATATYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}
+BINARY_HEADER = "inference-header-content-length"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_images: int
+    max_pixels: int
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest(f"malformed JSON: {error}") from error
+
+
+def _decode_base64(text: object, index: int) -> bytes:
+    if not isinstance(text, str):
+        raise Unprocessable(f"images[{index}] must be a base64 string")
+    if text.startswith("data:"):  # data URLs, as browsers produce them
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise BadRequest(f"images[{index}] is not valid base64") from error
+
+
+def _stack(images: list[np.ndarray]) -> np.ndarray:
+    return np.stack(images)[:, None, :, :]
+
+
+def images_to_pixels(blobs: list[bytes], limits: Limits) -> np.ndarray:
+    if not blobs:
+        raise BadRequest("no images in the request")
+    if len(blobs) > limits.max_images:
+        raise PayloadTooLarge(f"{len(blobs)} images in one request; the limit is {limits.max_images}")
+    return _stack([image_to_pixels(blob, limits.max_pixels) for blob in blobs])
+
+
+def json_to_pixels(body: bytes, limits: Limits) -> np.ndarray:
+    """``{"pixels": ...}``, ``{"image": "<base64>"}`` or ``{"images": ["<base64>", ...]}``."""
+    payload = _parse_json(body)
+    if not isinstance(payload, dict):
+        raise Unprocessable('expected a JSON object with "pixels", "image" or "images"')
+    keys = [key for key in ("pixels", "image", "images") if key in payload]
+    if len(keys) != 1:
+        raise Unprocessable('expected exactly one of "pixels", "image" or "images"')
+    if keys[0] == "pixels":
+        return array_to_pixels(payload["pixels"], limits.max_images)
+    encoded = [payload["image"]] if keys[0] == "image" else payload["images"]
+    if not isinstance(encoded, list):
+        raise Unprocessable('"images" must be a list of base64 strings')
+    if len(encoded) > limits.max_images:
+        raise PayloadTooLarge(f"{len(encoded)} images in one request; the limit is {limits.max_images}")
+    return images_to_pixels([_decode_base64(text, i) for i, text in enumerate(encoded)], limits)
+
+
+def predictions_body(probabilities: np.ndarray, model: dict[str, str]) -> bytes:
+    digits = probabilities.argmax(1).tolist()
+    confidences = probabilities.max(1).tolist()
+    rows = probabilities.tolist()
+    predictions = [
+        {"digit": digit, "confidence": confidence, "probabilities": row}
+        for digit, confidence, row in zip(digits, confidences, rows, strict=True)
+    ]
+    return orjson.dumps({"predictions": predictions, "model": model})
+
+
+# --- Open Inference Protocol v2 -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class V2Request:
+    pixels: np.ndarray
+    id: str | None
+    binary_output: bool
+
+
+def _v2_tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
+    datatype = spec.get("datatype")
+    if datatype not in V2_DATATYPES:
+        raise Unprocessable(f"datatype {datatype!r} is not supported; send UINT8 or FP32")
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise Unprocessable("shape must be a list of non-negative integers")
+    count = math.prod(shape)
+    dtype = V2_DATATYPES[datatype]
+    parameters = spec.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise BadRequest("parameters must be an object")
+    size = parameters.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise BadRequest("binary_data_size does not match the binary data sent")
+        if size != count * dtype.itemsize:
+            raise Unprocessable(
+                f"binary data holds {size} bytes; shape {shape} of {datatype} needs {count * dtype.itemsize}"
+            )
+        return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape), offset + size
+    if "data" not in spec:
+        raise BadRequest("input has neither data nor binary_data_size")
+    try:
+        values = np.asarray(spec["data"], dtype=np.float64).reshape(-1)
+    except (ValueError, TypeError) as error:
+        raise Unprocessable("data must be numbers") from error
+    if values.size != count:
+        raise Unprocessable(f"data holds {values.size} values but shape {shape} needs {count}")
+    # Kept as float64 so that out-of-range UINT8 values are caught, not wrapped around.
+    return values.reshape(shape), offset
+
+
+def parse_v2_infer(
+    body: bytes, headers: dict[str, str], input_name: str, output_name: str, limits: Limits
+) -> V2Request:
+    header_length = headers.get(BINARY_HEADER)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise BadRequest("Inference-Header-Content-Length does not fit the body")
+        json_part, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
+    else:
+        json_part, binary = body, memoryview(b"")
+    payload = _parse_json(json_part)
+    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), list):
+        raise BadRequest('expected a JSON object with an "inputs" list')
+    inputs = payload["inputs"]
+    if len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise BadRequest(f"expected exactly one input, {input_name!r}")
+    if inputs[0].get("name") != input_name:
+        raise BadRequest(f"unknown input {inputs[0].get('name')!r}; this model takes {input_name!r}")
+    tensor, _ = _v2_tensor(inputs[0], binary, 0)
+    pixels = tensor_to_pixels(tensor, limits.max_images, whole_numbers=inputs[0]["datatype"] == "UINT8")
+    binary_output = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    outputs = payload.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise BadRequest('"outputs" must be a list')
+        for output in outputs:
+            if not isinstance(output, dict) or output.get("name") != output_name:
+                raise BadRequest(f"unknown output; this model returns {output_name!r}")
+            binary_output = bool((output.get("parameters") or {}).get("binary_data", binary_output))
+    request_id = payload.get("id")
+    return V2Request(
+        pixels=pixels, id=str(request_id) if request_id is not None else None, binary_output=binary_output
+    )
+
+
+def v2_infer_body(
+    probabilities: np.ndarray, request: V2Request, model_name: str, model_version: str, output_name: str
+) -> tuple[bytes, dict[str, str]]:
+    """The v2 response; with binary output, JSON header + raw little-endian float32 bytes."""
+    output: dict[str, Any] = {"name": output_name, "datatype": "FP32", "shape": list(probabilities.shape)}
+    raw = b""
+    if request.binary_output:
+        raw = np.ascontiguousarray(probabilities, dtype="<f4").tobytes()
+        output["parameters"] = {"binary_data_size": len(raw)}
+    else:
+        output["data"] = probabilities.reshape(-1).tolist()
+    response: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": [output]}
+    if request.id is not None:
+        response["id"] = request.id
+    header = orjson.dumps(response)
+    if not request.binary_output:
+        return header, {"content-type": "application/json"}
+    return header + raw, {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(header)),
+    }

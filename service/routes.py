@@ -1,0 +1,291 @@
+"""HTTP routes, running in the API server processes: decode and validate, queue, await, encode.
+
+This is a LitServe spec, the extension point LitServe offers for owning routes: each handler turns
+the body into validated pixels *before* the request joins a batch (so one bad request can never fail
+the others), admits it against the queue limit, hands it to LitServe's request queue, and waits for
+its probabilities with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import multiprocessing as mp
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Request, Response
+from litserve.specs.base import LitSpec
+from litserve.utils import LitAPIStatus, ResponseBufferItem
+from starlette.datastructures import UploadFile
+
+from service.api import Job, runtime_records
+from service.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    QueueTimeout,
+    ServiceError,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from service.metrics import CONTENT_TYPE, Metrics, render
+from service.protocol import (
+    IMAGE_TYPES,
+    Limits,
+    V2Request,
+    images_to_pixels,
+    json_to_pixels,
+    media_type,
+    parse_v2_infer,
+    predictions_body,
+    v2_infer_body,
+)
+from service.repository import ModelVersion
+
+SERVER_NAME = "mnist-serving"
+RUNTIME_CACHE_S = 5.0
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    model: ModelVersion
+    backend: str
+    limits: Limits
+    queue_limit: int
+    request_timeout: float
+    api_key: str | None
+    metrics_dir: Path
+    main_pid: int
+    server_version: str
+
+
+class InferenceSpec(LitSpec):
+    def __init__(self, config: RouteConfig) -> None:
+        super().__init__()
+        self.api_path = "/predict"  # LitServe keys its request queue by this path
+        self.config = config
+        # Shared by every API server process (they are forked from the main process after this).
+        self.admitted = mp.get_context("fork").Value("i", 0)
+        self._metrics: Metrics | None = None
+        self._runtime_cache: tuple[float, dict[str, str]] | None = None
+        model = config.model
+        for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            self.add_endpoint(prefix, self.model_metadata, ["GET"])
+            self.add_endpoint(prefix + "/ready", self.model_ready, ["GET"])
+            self.add_endpoint(prefix + "/infer", self.v2_infer, ["POST"])
+        self.add_endpoint("/predict", self.predict, ["POST"])
+        self.add_endpoint("/v2", self.server_metadata, ["GET"])
+        self.add_endpoint("/v2/health/live", self.live, ["GET"])
+        self.add_endpoint("/v2/health/ready", self.ready, ["GET"])
+        self.add_endpoint("/metrics", self.metrics_endpoint, ["GET"])
+        self.model_payload = {"name": model.name, "version": model.version, "backend": config.backend}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["admitted"] = None  # only the API servers admit requests; workers never need the counter
+        return state
+
+    # LitSpec hooks: the worker receives already-decoded Jobs and returns arrays untouched.
+    def decode_request(self, request: Any, context_kwargs: Any = None) -> Any:
+        return request
+
+    def encode_response(self, output: Any, context_kwargs: Any = None) -> Any:
+        return output
+
+    @property
+    def metrics(self) -> Metrics:
+        if self._metrics is None:  # per process, after the fork, so each writes its own files
+            self._metrics = Metrics()
+        return self._metrics
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        expected = self.config.api_key
+        if expected is None:
+            return
+        given = request.headers.get("x-api-key", "")
+        if not given and request.headers.get("authorization", "").lower().startswith("bearer "):
+            given = request.headers["authorization"][7:]
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized("missing or wrong API key (send it as X-API-Key)")
+
+    def _check_model(self, name: str, version: str | None) -> None:
+        model = self.config.model
+        if name != model.name or (version is not None and version != model.version):
+            served = f"{model.name} version {model.version}"
+            raise NotFound(
+                f"model {name!r}{f' version {version!r}' if version else ''} is not served here "
+                f"(serving {served})"
+            )
+
+    def _runtime(self) -> dict[str, str]:
+        """Device and provider the workers really use; cached briefly, as every answer carries it."""
+        now = time.monotonic()
+        if self._runtime_cache is None or now - self._runtime_cache[0] > RUNTIME_CACHE_S:
+            records = runtime_records(self.config.metrics_dir)
+            devices = ",".join(sorted({r["device"] for r in records})) or "unknown"
+            providers = ",".join(sorted({r["provider"] for r in records})) or "unknown"
+            self._runtime_cache = (now, {"device": devices, "provider": providers})
+        return self._runtime_cache[1]
+
+    def _is_ready(self) -> bool:
+        server = self._server
+        if server is None or not getattr(server, "workers_setup_status", None):
+            return False
+        try:
+            return all(status == "ready" for status in server.workers_setup_status.values())
+        except (OSError, EOFError, BrokenPipeError):  # the manager is gone: we are shutting down
+            return False
+
+    async def _infer(self, pixels: np.ndarray) -> np.ndarray:
+        admitted = self.admitted
+        with admitted.get_lock():
+            if admitted.value >= self.config.queue_limit:
+                raise Unavailable(
+                    f"server is at its queue limit ({self.config.queue_limit} requests); retry",
+                    reason="overloaded",
+                )
+            admitted.value += 1
+        self.metrics.in_flight.inc()
+        uid = uuid.uuid4()
+        event = asyncio.Event()
+        self.response_buffer[uid] = ResponseBufferItem(event=event)
+        try:
+            self.request_queue.put_nowait(
+                (self.response_queue_id, uid, time.monotonic(), Job(pixels, time.monotonic()))
+            )
+            try:
+                await asyncio.wait_for(event.wait(), timeout=self.config.request_timeout or None)
+            except TimeoutError as error:
+                raise QueueTimeout(f"no answer within {self.config.request_timeout:g} s") from error
+            response, status = self.response_buffer[uid].response
+        finally:
+            self.response_buffer.pop(uid, None)
+            self.metrics.in_flight.dec()
+            with admitted.get_lock():
+                admitted.value -= 1
+        if status != LitAPIStatus.OK:
+            if getattr(response, "status_code", None) == 504:
+                raise QueueTimeout("request waited in the queue longer than the request timeout")
+            # The worker died or failed mid-batch (LitServe restarts it): safe for the client to retry.
+            raise Unavailable("inference worker failed; retry", reason="worker_failed")
+        return response
+
+    def _model_payload(self) -> dict[str, str]:
+        return {**self.model_payload, "device": self._runtime()["device"]}
+
+    # --- routes ---------------------------------------------------------------------------------------
+
+    async def predict(self, request: Request) -> Response:
+        """Classify one or more digit images: multipart upload, raw image body, or JSON (base64 or pixels)."""
+        self._authorize(request)
+        content_type = media_type(request.headers.get("content-type"))
+        limits = self.config.limits
+        if content_type == "multipart/form-data":
+            pixels = await self._multipart_pixels(request, limits)
+        elif content_type in IMAGE_TYPES or content_type == "application/octet-stream":
+            pixels = images_to_pixels([await request.body()], limits)
+        elif content_type == "application/json" or content_type.endswith("+json"):
+            pixels = json_to_pixels(await request.body(), limits)
+        else:
+            raise UnsupportedMediaType(
+                f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data, "
+                "an image/* body, or application/json"
+            )
+        probabilities = await self._infer(pixels)
+        return Response(predictions_body(probabilities, self._model_payload()), media_type="application/json")
+
+    async def _multipart_pixels(self, request: Request, limits: Limits) -> np.ndarray:
+        try:
+            form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images + 16)
+        except ServiceError:
+            raise
+        except Exception as error:  # python-multipart's and Starlette's parse errors
+            if "too many" in str(error).lower():
+                raise PayloadTooLarge(f"too many parts in the multipart body: {error}") from error
+            raise BadRequest(f"malformed multipart body: {error}") from error
+        try:
+            uploads = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+            blobs = [await upload.read() for upload in uploads]
+        finally:
+            await form.close()
+        return images_to_pixels(blobs, limits)
+
+    async def v2_infer(self, request: Request, name: str, version: str | None = None) -> Response:
+        """Open Inference Protocol v2 inference: JSON tensors or Triton's binary tensor extension."""
+        self._authorize(request)
+        self._check_model(name, version)
+        model = self.config.model
+        parsed: V2Request = parse_v2_infer(
+            await request.body(),
+            dict(request.headers),
+            model.input_name,
+            model.output_name,
+            self.config.limits,
+        )
+        probabilities = await self._infer(parsed.pixels)
+        body, headers = v2_infer_body(probabilities, parsed, model.name, model.version, model.output_name)
+        return Response(body, headers=headers)
+
+    async def server_metadata(self) -> Response:
+        return _json(
+            {
+                "name": SERVER_NAME,
+                "version": self.config.server_version,
+                "extensions": ["binary_tensor_data", "model_repository_readonly"],
+            }
+        )
+
+    async def live(self) -> Response:
+        return _json({"live": True})
+
+    async def ready(self) -> Response:
+        ready = self._is_ready()
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    async def model_ready(self, name: str, version: str | None = None) -> Response:
+        self._check_model(name, version)
+        return await self.ready()
+
+    async def model_metadata(self, name: str, version: str | None = None) -> Response:
+        self._check_model(name, version)
+        model = self.config.model
+        metadata = model.metadata
+        return _json(
+            {
+                "name": model.name,
+                "versions": [model.version],
+                "platform": "onnxruntime_onnx" if self.config.backend == "onnx" else "pytorch_libtorch",
+                "inputs": [
+                    {k: v for k, v in spec.items() if k in ("name", "datatype", "shape")}
+                    for spec in metadata["inputs"]
+                ],
+                "outputs": [
+                    {k: v for k, v in spec.items() if k in ("name", "datatype", "shape")}
+                    for spec in metadata["outputs"]
+                ],
+                "parameters": {
+                    "backend": self.config.backend,
+                    **self._runtime(),
+                    "architecture": metadata.get("architecture", {}).get("arch"),
+                    "test_accuracy": metadata.get("metrics", {}).get("test_accuracy"),
+                    "created": metadata.get("created"),
+                },
+            }
+        )
+
+    async def metrics_endpoint(self) -> Response:
+        body = await asyncio.to_thread(render, self.config.metrics_dir, self.config.main_pid)
+        return Response(body, media_type=CONTENT_TYPE)
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")

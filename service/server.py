@@ -1,0 +1,273 @@
+"""Assemble the server: verify the model, build the LitAPI + spec, add error handling, run, drain.
+
+LitServe 0.2.19 leaves its children running when the main process gets SIGTERM, and its shutdown
+closes the result transport *before* the API servers finish their in-flight requests. ``MnistServer``
+fixes both: signals become an orderly drain (API servers first, with a deadline; then workers; then
+LitServe's manager), and the process exits 0 with no child left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from importlib import metadata as package_metadata
+from typing import Any
+
+import litserve as ls
+import orjson
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api import DigitAPI, WorkerConfig
+from service.backends import load_backend
+from service.errors import NotFound, PayloadTooLarge, ServiceError
+from service.metrics import prepare_directory, remove_directory
+from service.protocol import Limits
+from service.repository import ModelVersion, resolve
+from service.routes import InferenceSpec, RouteConfig
+from service.settings import Settings
+
+log = logging.getLogger("mnist-serve")
+
+
+def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps({"error": message}), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+class RequestObserver:
+    """Outermost ASGI middleware: body-size limit, and request count + latency for every response."""
+
+    def __init__(self, app: ASGIApp, spec: InferenceSpec, max_bytes: int) -> None:
+        self.app = app
+        self.spec = spec
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+            return message
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                self.spec.metrics.rejected.labels(PayloadTooLarge.reason).inc()
+                response = _error_response(
+                    413, f"request body of {int(declared)} bytes exceeds {self.max_bytes} bytes"
+                )
+                await response(scope, receive, observed_send)
+                return
+            await self.app(scope, limited_receive, observed_send)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics = self.spec.metrics
+            metrics.requests.labels(path, scope["method"], str(status)).inc()
+            metrics.request_latency.labels(path).observe(time.perf_counter() - started)
+
+
+def install_error_handlers(app: Any, spec: InferenceSpec) -> None:
+    """One place maps every failure to ``{"error": ...}`` with its status, and counts it."""
+
+    async def service_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, ServiceError)
+        spec.metrics.rejected.labels(error.reason).inc()
+        if error.status >= 500 and not isinstance(error.headers, dict):
+            log.error("request failed: %s", error.message)
+        return _error_response(error.status, error.message, error.headers)
+
+    async def http_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        reason = {404: NotFound.reason, 405: "method_not_allowed"}.get(
+            error.status_code, f"http_{error.status_code}"
+        )
+        spec.metrics.rejected.labels(reason).inc()
+        return _error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
+
+    async def validation_error(_: Request, error: Exception) -> Response:
+        spec.metrics.rejected.labels("invalid_input").inc()
+        return _error_response(422, f"invalid request: {error}")
+
+    async def unexpected(_: Request, error: Exception) -> Response:
+        log.exception("unhandled error", exc_info=error)
+        return _error_response(500, "internal server error")
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+class MnistServer(ls.LitServer):
+    """LitServer with an orderly drain on SIGTERM/SIGINT and no orphaned children."""
+
+    def __init__(self, *args: Any, drain_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.uvicorn_graceful_timeout = drain_timeout
+        self.drain_timeout = drain_timeout
+        self.stop_requested = threading.Event()
+        self._stopping = threading.Lock()
+        self._stopped = False
+
+    def request_stop(self, signum: int, _frame: Any) -> None:
+        log.info("received %s: draining", signal.Signals(signum).name)
+        # Only flag it here: the main thread is blocked inside a manager call, and a signal handler must
+        # not start another call on the same connection. A thread with its own connection relays it.
+        self.stop_requested.set()
+
+    def _relay_stop(self) -> None:
+        self.stop_requested.wait()
+        if self._shutdown_event is not None:
+            self._shutdown_event.set()
+
+    def _start_worker_monitoring(self, manager: Any, uvicorn_workers: Any) -> None:
+        super()._start_worker_monitoring(manager, uvicorn_workers)
+        threading.Thread(target=self._relay_stop, name="stop-relay", daemon=True).start()
+
+    def _perform_graceful_shutdown(
+        self, manager: Any, uvicorn_workers: Any, shutdown_reason: str = "normal"
+    ) -> None:
+        with self._stopping:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.restart_workers = False  # the monitor must not resurrect workers we are stopping
+        deadline = time.monotonic() + self.drain_timeout
+        # 1. API servers stop accepting and finish in-flight requests while workers still answer.
+        for process in uvicorn_workers.values():
+            if process.is_alive():
+                process.terminate()
+        for process in uvicorn_workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning(
+                    "API server %s did not drain within %.0f s; killing it", process.pid, self.drain_timeout
+                )
+                process.kill()
+                process.join(5)
+        # 2. Nothing can be queued any more: stop the inference workers.
+        self._transport.close(send_sentinel=True)
+        for process in self.inference_workers:
+            if process.is_alive():
+                process.terminate()
+        for process in self.inference_workers:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+        # 3. LitServe's manager (queues) goes last.
+        manager.shutdown()
+        log.info("stopped (%s)", shutdown_reason)
+
+
+def _accelerator(device: str) -> tuple[str, Any]:
+    if device == "cpu":
+        return "cpu", "auto"
+    if device == "auto":
+        return "auto", "auto"
+    if device == "cuda":
+        return "cuda", "auto"
+    return "cuda", [int(device.split(":", 1)[1])]
+
+
+def check_model(settings: Settings) -> ModelVersion:
+    """Verify the version and load it once, so that any problem is a one-line refusal to start."""
+    model = resolve(settings.model_repository, settings.model_name, settings.model_version, settings.backend)
+    trial_device = "cpu" if settings.device == "auto" else settings.device
+    load_backend(model, settings.backend, trial_device, strict=True)
+    return model
+
+
+def build_server(settings: Settings, model: ModelVersion, metrics_dir: Any) -> MnistServer:
+    cores = os.cpu_count() or 1
+    worker = WorkerConfig(
+        model=model,
+        backend=settings.backend,
+        device=settings.device,
+        warmup_images=settings.max_batch_size,
+        low_confidence=settings.low_confidence,
+        runtime_dir=metrics_dir,
+        threads=max(1, cores // settings.workers) if settings.workers > 1 else None,
+        log_level=settings.log_level,
+    )
+    spec = InferenceSpec(
+        RouteConfig(
+            model=model,
+            backend=settings.backend,
+            limits=Limits(max_images=settings.max_images_per_request, max_pixels=settings.max_image_pixels),
+            queue_limit=settings.queue_limit,
+            request_timeout=settings.request_timeout,
+            api_key=settings.api_key,
+            metrics_dir=metrics_dir,
+            main_pid=os.getpid(),
+            server_version=package_metadata.version("mnist-serving"),
+        )
+    )
+    api = DigitAPI(
+        worker, max_batch_size=settings.max_batch_size, batch_timeout=settings.batch_timeout, spec=spec
+    )
+    accelerator, devices = _accelerator(settings.device)
+    server = MnistServer(
+        api,
+        accelerator=accelerator,
+        devices=devices,
+        workers_per_device=settings.workers,
+        timeout=settings.request_timeout or False,
+        fast_queue=settings.fast_queue,
+        restart_workers=True,
+        model_metadata={"name": model.name, "version": model.version, "backend": settings.backend},
+        middlewares=[(RequestObserver, {"spec": spec, "max_bytes": settings.max_request_bytes})],
+        drain_timeout=settings.drain_timeout,
+    )
+    install_error_handlers(server.app, spec)
+    return server
+
+
+def serve(settings: Settings) -> int:
+    metrics_dir = prepare_directory(settings.metrics_dir)
+    try:
+        model = check_model(settings)
+        log.info("model %s version %s verified (%s)", model.name, model.version, model.folder)
+        server = build_server(settings, model, metrics_dir)
+        main_pid = os.getpid()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            if os.getpid() == main_pid:  # forked helpers inherit this handler; only the main process drains
+                server.request_stop(signum, frame)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        server.run(
+            host=settings.host,
+            port=settings.port,
+            num_api_servers=settings.api_servers,
+            log_level=settings.log_level,
+            generate_client_file=False,
+        )
+    finally:
+        if settings.metrics_dir is None:
+            remove_directory(metrics_dir)
+    return 0

@@ -1,0 +1,127 @@
+"""Start the real `mnist-serve` process on a free port and talk HTTP to it."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    children: list[int] = field(default_factory=list)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> Reply:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+        finally:
+            connection.close()
+
+    def post_json(self, path: str, payload: Any, headers: dict[str, str] | None = None) -> Reply:
+        return self.request(
+            "POST",
+            path,
+            json.dumps(payload).encode(),
+            {"content-type": "application/json", **(headers or {})},
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            for pid in [*self.children, self.process.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
+
+    def alive_children(self) -> list[int]:
+        return [
+            pid
+            for pid in self.children
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
+
+
+def start_server(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 120
+) -> RunningServer:
+    port = free_port()
+    log_path = tmp / f"server-{port}.log"
+    command = [
+        str(BIN / "mnist-serve"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model-repository",
+        str(ROOT / "models"),
+        "--log-level",
+        "warning",
+        *args,
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env={**os.environ, **(env or {})}
+        )
+    server = RunningServer(process, port, log_path)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mnist-serve exited with {process.returncode}:\n{server.log()}")
+        try:
+            if server.request("GET", "/v2/health/ready", timeout=2).status == 200:
+                server.children = [c.pid for c in psutil.Process(process.pid).children(recursive=True)]
+                return server
+        except OSError:
+            pass
+        time.sleep(0.3)
+    server.stop(signal.SIGKILL)
+    raise RuntimeError(f"mnist-serve was not ready within {ready_timeout} s:\n{server.log()}")

@@ -1,0 +1,185 @@
+"""Start-up refusals, API key, shedding, timeouts, the TorchScript backend, and draining on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from training.data import MnistArrays
+
+from .harness import BIN, ROOT, RunningServer, start_server
+
+
+def _refusal(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "mnist-serve"), "--port", "8999", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def repository_copy(tmp_path: Path) -> Path:
+    shutil.copytree(ROOT / "models" / "mnist" / "1", tmp_path / "repo" / "mnist" / "1")
+    return tmp_path / "repo"
+
+
+def test_missing_version_is_refused_in_one_line() -> None:
+    result = _refusal("--model-version", "99")
+    assert result.returncode == 2
+    assert "refusing to start: model 'mnist' has no version 99" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_checksum_is_refused(repository_copy: Path) -> None:
+    onnx_file = repository_copy / "mnist" / "1" / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:-10] + b"tampered!!")
+    result = _refusal("--model-repository", str(repository_copy))
+    assert result.returncode == 2 and "checksum mismatch for model.onnx" in result.stderr
+
+
+def test_contract_mismatch_is_refused(repository_copy: Path) -> None:
+    metadata_file = repository_copy / "mnist" / "1" / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata["inputs"][0]["datatype"] = "FP32"
+    metadata_file.write_text(json.dumps(metadata))
+    result = _refusal("--model-repository", str(repository_copy))
+    assert result.returncode == 2 and "contract mismatch" in result.stderr
+
+
+def test_path_traversal_in_model_name_is_refused() -> None:
+    result = _refusal("--model-name", "../../etc")
+    assert result.returncode == 2 and "invalid model name" in result.stderr
+
+
+def test_cuda_without_a_gpu_is_refused() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the refusal only happens without one")
+    result = _refusal("--device", "cuda")
+    assert result.returncode == 2 and "cuda" in result.stderr.lower()
+
+
+@pytest.fixture(scope="module")
+def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """TorchScript backend, an API key, a tiny queue and a short timeout."""
+    running = start_server(
+        tmp_path_factory.mktemp("strict"),
+        "--backend",
+        "torchscript",
+        "--queue-limit",
+        "4",
+        "--request-timeout",
+        "0.5",
+        "--batch-timeout",
+        "0.01",
+        env={"MNIST_API_KEY": "s3cret"},
+    )
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+def test_api_key_guards_predict_but_not_health_or_metrics(
+    strict_server: RunningServer, mnist: MnistArrays
+) -> None:
+    pixels = {"pixels": mnist.test_images[0].tolist()}
+    missing = strict_server.post_json("/predict", pixels)
+    wrong = strict_server.post_json("/predict", pixels, {"x-api-key": "nope"})
+    assert missing.status == wrong.status == 401 and "API key" in missing.json()["error"]
+    assert strict_server.post_json("/v2/models/mnist/infer", {}).status == 401
+    assert strict_server.request("GET", "/v2/health/ready").status == 200
+    assert strict_server.request("GET", "/metrics").status == 200
+    good = strict_server.post_json("/predict", pixels, {"x-api-key": "s3cret"})
+    bearer = strict_server.post_json("/predict", pixels, {"authorization": "Bearer s3cret"})
+    assert good.status == bearer.status == 200
+    assert good.json()["model"]["backend"] == "torchscript"
+
+
+def test_torchscript_server_agrees_with_onnx_server(
+    strict_server: RunningServer, server: RunningServer, mnist: MnistArrays
+) -> None:
+    pixels = {"pixels": mnist.test_images[:32].numpy().tolist()}
+    torchscript = strict_server.post_json("/predict", pixels, {"x-api-key": "s3cret"}).json()["predictions"]
+    onnx = server.post_json("/predict", pixels).json()["predictions"]
+    assert [p["digit"] for p in torchscript] == [p["digit"] for p in onnx]
+    np.testing.assert_allclose(
+        [p["probabilities"] for p in torchscript], [p["probabilities"] for p in onnx], atol=1e-5
+    )
+
+
+def test_overload_is_shed_with_503_and_retry_after(strict_server: RunningServer) -> None:
+    big = {"pixels": np.zeros((256, 784), int).tolist()}
+
+    def send(_: int):
+        return strict_server.post_json("/predict", big, {"x-api-key": "s3cret"})
+
+    with ThreadPoolExecutor(16) as pool:
+        replies = list(pool.map(send, range(32)))
+    statuses = {r.status for r in replies}
+    assert statuses <= {200, 503, 504}, statuses
+    shed = [r for r in replies if r.status == 503]
+    assert shed, "a queue limit of 4 with 16 concurrent clients must shed some requests"
+    assert shed[0].headers["retry-after"] == "1" and "queue limit" in shed[0].json()["error"]
+
+
+def test_requests_waiting_past_the_timeout_get_504(tmp_path: Path) -> None:
+    # Batches of eight 256-image requests keep the worker busy for longer than the 0.3 s timeout, so
+    # requests queued behind a batch time out; the worker then skips them instead of computing them.
+    running = start_server(
+        tmp_path, "--request-timeout", "0.3", "--max-batch-size", "8", "--batch-timeout", "0.01"
+    )
+    try:
+        big = {"pixels": np.zeros((256, 784), int).tolist()}
+        with ThreadPoolExecutor(24) as pool:
+            statuses = list(pool.map(lambda _: running.post_json("/predict", big).status, range(48)))
+        assert set(statuses) <= {200, 504} and 504 in statuses, statuses
+        metrics = running.request("GET", "/metrics").body.decode()
+        assert 'mnist_rejected_requests_total{reason="timeout"}' in metrics
+    finally:
+        assert running.stop() == 0, running.log()
+
+
+def test_sigterm_drains_in_flight_requests_and_leaves_no_process(tmp_path: Path, mnist: MnistArrays) -> None:
+    running = start_server(tmp_path, "--batch-timeout", "0.05", "--api-servers", "2")
+    children = running.children
+    assert len(children) >= 4  # manager, worker, two API servers
+    pixels = {"pixels": mnist.test_images[:64].numpy().tolist()}
+    statuses: list[int | str] = []
+
+    def client() -> None:
+        for _ in range(50):
+            try:
+                statuses.append(running.post_json("/predict", pixels).status)
+            except OSError as error:  # refused after the drain began: never an HTTP error
+                statuses.append(type(error).__name__)
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)
+    code = running.stop(signal.SIGTERM)
+    for thread in threads:
+        thread.join(30)
+    assert code == 0, running.log()
+    http_statuses = [s for s in statuses if isinstance(s, int)]
+    assert http_statuses and set(http_statuses) == {200}, statuses  # every admitted request was answered
+    assert [
+        pid
+        for pid in children
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ] == []

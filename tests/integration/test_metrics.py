@@ -1,0 +1,66 @@
+"""GET /metrics: Prometheus text, merged across the server's processes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from training.data import MnistArrays
+
+from .harness import RunningServer
+
+EXPECTED = [
+    "mnist_requests_total",
+    "mnist_request_duration_seconds_bucket",
+    "mnist_queue_wait_seconds_bucket",
+    "mnist_inference_seconds_bucket",
+    "mnist_batch_requests_bucket",
+    "mnist_batch_images_bucket",
+    "mnist_images_total",
+    "mnist_predictions_total",
+    "mnist_prediction_confidence_bucket",
+    "mnist_low_confidence_predictions_total",
+    "mnist_in_flight_requests",
+    "mnist_rejected_requests_total",
+    "mnist_model_info",
+    "mnist_process_resident_memory_bytes",
+    "mnist_process_cpu_seconds_total",
+]
+
+
+def _value(text: str, sample: str) -> float:
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_count_images_predictions_and_requests(server: RunningServer, mnist: MnistArrays) -> None:
+    before = server.request("GET", "/metrics").body.decode()
+    images = mnist.test_images[:10].numpy()
+    reply = server.post_json("/predict", {"pixels": images.tolist()})
+    assert reply.status == 200
+    digits = [p["digit"] for p in reply.json()["predictions"]]
+    after_reply = server.request("GET", "/metrics")
+    assert after_reply.headers["content-type"].startswith("text/plain")
+    after = after_reply.body.decode()
+    for name in EXPECTED:
+        assert re.search(rf"^{name}[{{ ]", after, re.MULTILINE), f"{name} missing from /metrics"
+    assert _value(after, "mnist_images_total") == _value(before, "mnist_images_total") + 10
+    for digit in set(digits):
+        sample = f'mnist_predictions_total{{digit="{digit}"}}'
+        assert _value(after, sample) == _value(before, sample) + digits.count(digit)
+    ok = 'mnist_requests_total{code="200",method="POST",route="/predict"}'
+    assert _value(after, ok) >= _value(before, ok) + 1
+    info = re.search(r"^mnist_model_info\{(.*)\} 1\.0$", after, re.MULTILINE)
+    assert info and 'name="mnist"' in info.group(1) and 'provider="CPUExecutionProvider"' in info.group(1)
+    assert 'role="main"' in after and 'role="child"' in after
+    assert _value(after, "mnist_in_flight_requests") == 0
+
+
+def test_low_confidence_inputs_are_counted(server: RunningServer) -> None:
+    before = _value(server.request("GET", "/metrics").body.decode(), "mnist_low_confidence_predictions_total")
+    noise = np.random.default_rng(0).integers(0, 256, (32, 784)).tolist()
+    predictions = server.post_json("/predict", {"pixels": noise}).json()["predictions"]
+    low = sum(p["confidence"] < 0.5 for p in predictions)
+    after = _value(server.request("GET", "/metrics").body.decode(), "mnist_low_confidence_predictions_total")
+    assert after == before + low

@@ -25,6 +25,7 @@ from service.metrics import Metrics
 from service.repository import ModelVersion
 
 log = logging.getLogger(__name__)
+GPU_SAMPLE_INTERVAL_S = 5.0
 
 
 class Job(NamedTuple):
@@ -44,6 +45,14 @@ class WorkerConfig:
     runtime_dir: Path  # where each worker records the device and provider it really uses
     threads: int | None = None
     log_level: str = "info"
+
+
+def gpu_memory_used(device: str) -> int:
+    """Bytes in use on the worker's GPU (all processes), as the driver reports it."""
+    import torch
+
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return int(total - free)
 
 
 def runtime_records(folder: Path) -> list[dict[str, Any]]:
@@ -73,6 +82,7 @@ class DigitAPI(ls.LitAPI):
         self.config = config
         self.backend: Backend | None = None
         self.metrics: Metrics | None = None
+        self._next_gpu_sample = 0.0
 
     def setup(self, device: str) -> None:
         # Ctrl+C reaches the whole process group; the main process decides when workers stop, after the
@@ -132,6 +142,13 @@ class DigitAPI(ls.LitAPI):
         for job in jobs:
             metrics.queue_wait.observe(started - job.admitted_at)
         metrics.inference.observe(finished - started)
+        if (
+            self.backend is not None
+            and self.backend.device.startswith("cuda")
+            and finished >= self._next_gpu_sample
+        ):
+            self._next_gpu_sample = finished + GPU_SAMPLE_INTERVAL_S
+            metrics.gpu_memory.labels(self.backend.device).set(gpu_memory_used(self.backend.device))
         metrics.batch_requests.observe(len(jobs))
         metrics.batch_images.observe(len(probabilities))
         metrics.images.inc(len(probabilities))

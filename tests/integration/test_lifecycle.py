@@ -153,11 +153,22 @@ def test_requests_waiting_past_the_timeout_get_504(tmp_path: Path) -> None:
         assert running.stop() == 0, running.log()
 
 
-def test_sigterm_drains_in_flight_requests_and_leaves_no_process(tmp_path: Path, mnist: MnistArrays) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_signals_drain_in_flight_requests_and_leave_no_process(
+    tmp_path: Path, mnist: MnistArrays, stop_signal: int
+) -> None:
     running = start_server(tmp_path, "--batch-timeout", "0.05", "--api-servers", "2")
     children = running.children
     assert len(children) >= 4  # manager, worker, two API servers
     pixels = {"pixels": mnist.test_images[:64].numpy().tolist()}
+
+    # Metrics are merged across both API servers and the worker, whichever server answers the scrape.
+    for _ in range(10):
+        assert running.post_json("/predict", {"pixels": mnist.test_images[0].tolist()}).status == 200
+    for _ in range(6):
+        text = running.request("GET", "/metrics").body.decode()
+        assert "\nmnist_images_total 10.0\n" in text
+        assert 'mnist_requests_total{code="200",method="POST",route="/predict"} 10.0' in text
     statuses: list[int | str] = []
 
     def client() -> None:
@@ -172,7 +183,7 @@ def test_sigterm_drains_in_flight_requests_and_leaves_no_process(tmp_path: Path,
     for thread in threads:
         thread.start()
     time.sleep(1.5)
-    code = running.stop(signal.SIGTERM)
+    code = running.stop(stop_signal)
     for thread in threads:
         thread.join(30)
     assert code == 0, running.log()

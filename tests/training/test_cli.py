@@ -34,18 +34,13 @@ def test_help_explains_every_flag() -> None:
     assert "cnn" in result.stdout and "lstm" in result.stdout and "mlp-deep" in result.stdout
 
 
+def _dry_run(mnist_dir: Path, *extra: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    flags = ["--arch", "mlp", "--dry-run", "--no-progress", "--data-dir", str(mnist_dir), *extra]
+    return _run(str(BIN / "mnist-train"), *flags, cwd=cwd)
+
+
 def test_dry_run_publishes_into_an_explicit_repository(tmp_path: Path, mnist_dir: Path) -> None:
-    result = _run(
-        str(BIN / "mnist-train"),
-        "--arch",
-        "mlp",
-        "--dry-run",
-        "--no-progress",
-        "--data-dir",
-        str(mnist_dir),
-        "--output",
-        str(tmp_path / "repo"),
-    )
+    result = _dry_run(mnist_dir, "--output", str(tmp_path / "repo"))
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout and "per class" in result.stdout
     assert (tmp_path / "repo" / "mnist" / "1" / "metadata.json").is_file()
@@ -53,16 +48,7 @@ def test_dry_run_publishes_into_an_explicit_repository(tmp_path: Path, mnist_dir
 
 
 def test_dry_run_without_output_publishes_nothing(tmp_path: Path, mnist_dir: Path) -> None:
-    result = _run(
-        str(BIN / "mnist-train"),
-        "--arch",
-        "mlp",
-        "--dry-run",
-        "--no-progress",
-        "--data-dir",
-        str(mnist_dir),
-        cwd=tmp_path,
-    )
+    result = _dry_run(mnist_dir, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "not published" in result.stdout
     assert not (tmp_path / "models").exists()

@@ -248,8 +248,11 @@ class InferenceSpec(LitSpec):
         return _json({"live": True})
 
     async def ready(self) -> Response:
-        ready = self._is_ready()
-        return _json({"ready": ready}, 200 if ready else 503)
+        if self._is_ready():
+            return _json({"ready": True})
+        response = _json({"ready": False}, 503)
+        response.headers["Retry-After"] = "1"
+        return response
 
     async def model_ready(self, name: str, version: str | None = None) -> Response:
         self._check_model(name, version)

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import DigitAPI, WorkerConfig
 from service.backends import load_backend
-from service.errors import NotFound, PayloadTooLarge, ServiceError
+from service.errors import NotFound, PayloadTooLarge, ServiceError, StartupError
 from service.metrics import prepare_directory, remove_directory
 from service.protocol import Limits
 from service.repository import ModelVersion, resolve
@@ -193,6 +193,18 @@ def _accelerator(device: str) -> tuple[str, Any]:
     return "cuda", [int(device.split(":", 1)[1])]
 
 
+LISTEN_HOSTS = ("0.0.0.0", "127.0.0.1", "::")  # the addresses LitServe 0.2.19 accepts
+
+
+def check_listen_address(settings: Settings) -> None:
+    if settings.host not in LISTEN_HOSTS:
+        raise StartupError(f"--host must be one of {', '.join(LISTEN_HOSTS)} (got {settings.host!r})")
+    if not 1024 <= settings.port <= 65535:
+        raise StartupError(f"--port must be within 1024..65535 (got {settings.port})")
+    if settings.request_timeout and settings.batch_timeout >= settings.request_timeout:
+        raise StartupError("--batch-timeout must be shorter than --request-timeout")
+
+
 def check_model(settings: Settings) -> ModelVersion:
     """Verify the version and load it once, so that any problem is a one-line refusal to start."""
     model = resolve(settings.model_repository, settings.model_name, settings.model_version, settings.backend)
@@ -249,6 +261,7 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Any) -> M
 def serve(settings: Settings) -> int:
     metrics_dir = prepare_directory(settings.metrics_dir)
     try:
+        check_listen_address(settings)
         model = check_model(settings)
         log.info("model %s version %s verified (%s)", model.name, model.version, model.folder)
         server = build_server(settings, model, metrics_dir)

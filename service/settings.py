@@ -67,8 +67,8 @@ class Settings:
 
 # name -> (parser, help). The help says what changing the setting does to the running service.
 HELP: dict[str, tuple[Callable[[str], Any], str]] = {
-    "host": (str, "interface to listen on: 0.0.0.0 (all), 127.0.0.1 or ::"),
-    "port": (int, "TCP port for HTTP (predict, v2, health, metrics)"),
+    "host": (str, "interface to listen on: 0.0.0.0 (all IPv4), 127.0.0.1 (this machine only) or :: (all)"),
+    "port": (int, "TCP port for HTTP (predict, v2, health, metrics); 1024..65535"),
     "model_repository": (Path, "folder holding <name>/<version>/ model folders"),
     "model_name": (str, "which model in the repository to serve"),
     "model_version": (str, "version number to serve, or 'latest' (highest number with a metadata.json)"),

@@ -82,12 +82,22 @@ class RunningServer:
                     os.kill(pid, signal.SIGKILL)
             raise
 
-    def alive_children(self) -> list[int]:
-        return [
-            pid
-            for pid in self.children
-            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        ]
+    def alive_children(self, grace_s: float = 10.0) -> list[int]:
+        """Children of the server still running after ``grace_s`` (helpers such as multiprocessing's
+        resource tracker exit a moment after the main process; an orphan stays forever)."""
+        deadline = time.monotonic() + grace_s
+        while True:
+            alive = [pid for pid in self.children if _running(pid)]
+            if not alive or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def start_server(

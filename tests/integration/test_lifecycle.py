@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -58,6 +59,19 @@ def test_contract_mismatch_is_refused(repository_copy: Path) -> None:
     metadata_file.write_text(json.dumps(metadata))
     result = _refusal("--model-repository", str(repository_copy))
     assert result.returncode == 2 and "contract mismatch" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (("--host", "localhost"), "--host must be one of"),
+        (("--port", "80"), "--port must be within"),
+        (("--batch-timeout", "5", "--request-timeout", "1"), "--batch-timeout must be shorter"),
+    ],
+)
+def test_bad_listen_settings_are_refused(flags: tuple[str, ...], fragment: str) -> None:
+    result = _refusal(*flags)
+    assert result.returncode == 2 and fragment in result.stderr
 
 
 def test_path_traversal_in_model_name_is_refused() -> None:
@@ -158,8 +172,7 @@ def test_signals_drain_in_flight_requests_and_leave_no_process(
     tmp_path: Path, mnist: MnistArrays, stop_signal: int
 ) -> None:
     running = start_server(tmp_path, "--batch-timeout", "0.05", "--api-servers", "2")
-    children = running.children
-    assert len(children) >= 4  # manager, worker, two API servers
+    assert len(running.children) >= 4  # manager, worker, two API servers
     pixels = {"pixels": mnist.test_images[:64].numpy().tolist()}
 
     # Metrics are merged across both API servers and the worker, whichever server answers the scrape.
@@ -189,8 +202,32 @@ def test_signals_drain_in_flight_requests_and_leave_no_process(
     assert code == 0, running.log()
     http_statuses = [s for s in statuses if isinstance(s, int)]
     assert http_statuses and set(http_statuses) == {200}, statuses  # every admitted request was answered
-    assert [
-        pid
-        for pid in children
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ] == []
+    assert running.alive_children() == []
+
+
+def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mnist: MnistArrays) -> None:
+    running = start_server(tmp_path)
+    try:
+        pixels = {"pixels": mnist.test_images[0].tolist()}
+        expected = running.post_json("/predict", pixels).json()["predictions"]
+        (worker,) = [
+            pid for pid in running.children if "spawn_main" in " ".join(psutil.Process(pid).cmdline())
+        ]
+        os.kill(worker, signal.SIGKILL)
+        killed_at = time.monotonic()
+        not_ready_after = None
+        while time.monotonic() - killed_at < 90:
+            reply = running.request("GET", "/v2/health/ready")
+            if reply.status == 503 and not_ready_after is None:
+                not_ready_after = time.monotonic() - killed_at
+                assert reply.headers["retry-after"] == "1"
+            if reply.status == 200 and not_ready_after is not None:
+                break
+            time.sleep(0.1)
+        assert not_ready_after is not None and not_ready_after <= 5, "the dead worker was never reported"
+        assert reply.status == 200, "no replacement worker became ready"
+        assert running.post_json("/predict", pixels).json()["predictions"] == expected
+    finally:
+        running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
+        assert running.stop() == 0, running.log()
+        assert running.alive_children() == []  # the replacement worker was stopped too

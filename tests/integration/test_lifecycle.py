@@ -206,7 +206,8 @@ def test_signals_drain_in_flight_requests_and_leave_no_process(
 
 
 def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mnist: MnistArrays) -> None:
-    running = start_server(tmp_path)
+    metrics_dir = tmp_path / "metrics"
+    running = start_server(tmp_path, "--metrics-dir", str(metrics_dir))
     try:
         pixels = {"pixels": mnist.test_images[0].tolist()}
         expected = running.post_json("/predict", pixels).json()["predictions"]
@@ -227,6 +228,12 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
         assert not_ready_after is not None and not_ready_after <= 5, "the dead worker was never reported"
         assert reply.status == 200, "no replacement worker became ready"
         assert running.post_json("/predict", pixels).json()["predictions"] == expected
+        # The dead worker's live gauges (model_info, in-flight) are dropped; its counters are kept.
+        assert list(metrics_dir.glob(f"gauge_live*_{worker}.db"))  # written before it died...
+        metrics = running.request("GET", "/metrics").body.decode()
+        assert not list(metrics_dir.glob(f"gauge_live*_{worker}.db"))  # ...and forgotten at the scrape
+        assert metrics.count("mnist_model_info{") == 1
+        assert "mnist_images_total 2.0" in metrics
     finally:
         running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
         assert running.stop() == 0, running.log()

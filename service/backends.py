@@ -39,6 +39,9 @@ class OnnxBackend:
         options.log_severity_level = 3  # ORT's provider fallback warnings are reported by us, once
         if threads:
             options.intra_op_num_threads = threads
+        # Idle ORT threads busy-wait by default; here they share the cores with decoding processes and
+        # API servers, which that spinning would starve.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = ["CPUExecutionProvider"]
         device_id = _cuda_index(device)
         if device_id is not None:

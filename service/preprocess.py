@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 import struct
-import warnings
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -25,24 +25,59 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 DEFAULT_MAX_PIXELS = 25_000_000
 
 
+# The size limit is ours (max_pixels, checked after the header is read and before any pixel is
+# decompressed); PIL's own global limit would only add a warning filter to every decode.
+Image.MAX_IMAGE_PIXELS = None
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_GRAY, PNG_RGB = 0, 2
+
+
+def _fast_png(data: bytes, max_pixels: int) -> np.ndarray | None:
+    """8-bit grayscale or RGB PNGs (no alpha) through OpenCV, pixel-identical to Pillow; else None.
+
+    Pillow spends ~40 µs of Python per small image before and after decoding; OpenCV ~8 µs.
+    """
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    if depth != 8 or colour not in (PNG_GRAY, PNG_RGB):
+        return None
+    if width * height > max_pixels:
+        raise PayloadTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        return None  # let Pillow produce the precise error
+    if colour == PNG_GRAY and array.ndim == 2:
+        return array
+    if colour == PNG_RGB and array.ndim == 3 and array.shape[2] == 3:
+        bgr = array.astype(np.uint32)
+        # Pillow's RGB -> L: ITU-R 601-2 luma in 16-bit fixed point, rounded.
+        luma = (bgr[..., 2] * 19595 + bgr[..., 1] * 38470 + bgr[..., 0] * 7471 + 0x8000) >> 16
+        return luma.astype(np.uint8)
+    return None
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to float grayscale in [0, 255], refusing bombs before decompressing."""
+    """Decode an image file to grayscale in [0, 255] (uint8, or float64 for other depths), refusing
+    decompression bombs from the header, before decompressing."""
     if not data:
         raise BadRequest("empty image")
+    fast = _fast_png(data, max_pixels)
+    if fast is not None:
+        return fast
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise PayloadTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+        if getattr(image, "n_frames", 1) > 1:
             image.seek(0)  # first frame of an animation
-            image.load()
-            return _to_gray(image)
+        image.load()
+        return _to_gray(image)
     except (PayloadTooLarge, BadRequest):
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise PayloadTooLarge(f"image decompresses to too many pixels ({error})") from error
     except UnidentifiedImageError as error:
         raise BadRequest(f"cannot decode image: not one of ({', '.join(SUPPORTED_FORMATS)})") from error
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, MemoryError) as error:
@@ -50,6 +85,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
 
 
 def _to_gray(image: Image.Image) -> np.ndarray:
+    if image.mode == "L":
+        return np.asarray(image)  # the common case, kept in uint8: no conversion at all
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         values = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
@@ -79,11 +116,19 @@ def _background_level(gray: np.ndarray) -> float:
     return float(np.median(border))
 
 
+def _dark_background(gray: np.ndarray) -> bool:
+    """Most of the border is dark (the median border pixel is below mid-grey)."""
+    height, width = gray.shape
+    dark = np.count_nonzero(gray[[0, -1]] < 128) + np.count_nonzero(gray[1:-1, [0, -1]] < 128)
+    return int(dark) > height + width - 2  # more than half of the 2 * (h + w - 2) border pixels
+
+
 def to_mnist(gray: np.ndarray) -> np.ndarray:
     """Apply the MNIST recipe to a grayscale image of any size; return uint8 [28, 28]."""
-    if gray.shape == (SIDE, SIDE) and _background_level(gray) < 128:
-        return np.clip(np.rint(gray), 0, 255).astype(np.uint8)  # already MNIST: unchanged
-    if _background_level(gray) >= 128:
+    if gray.shape == (SIDE, SIDE) and _dark_background(gray):  # already MNIST: unchanged
+        return gray if gray.dtype == np.uint8 else np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    gray = gray.astype(np.float64)
+    if not _dark_background(gray):
         gray = 255.0 - gray
     ink = np.clip(gray - _background_level(gray), 0, None)
     peak = float(ink.max())

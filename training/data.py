@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -159,33 +158,15 @@ def ensure_mnist(data_dir: Path, sources: Sequence[Source] | None = None) -> Pat
     raise DataUnavailableError("could not get verified MNIST files; tried:\n  " + "\n  ".join(attempts))
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the format of the original MNIST distribution) into a numpy array."""
-    data = Path(path).read_bytes()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file")
-    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if data[2] not in dtypes:
-        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
-    ndim = data[3]
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    array = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape} but holds {array.size} values")
-    return array.reshape(shape)
-
-
 def load_mnist(data_dir: Path) -> MnistArrays:
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
     folder = ensure_mnist(data_dir)
-
-    def tensor(name: str) -> torch.Tensor:
-        return torch.from_numpy(read_idx(folder / name).copy())
-
     return MnistArrays(
-        train_images=tensor("train-images-idx3-ubyte"),
-        train_labels=tensor("train-labels-idx1-ubyte").long(),
-        test_images=tensor("t10k-images-idx3-ubyte"),
-        test_labels=tensor("t10k-labels-idx1-ubyte").long(),
+        train_images=read_image_file(str(folder / "train-images-idx3-ubyte")),
+        train_labels=read_label_file(str(folder / "train-labels-idx1-ubyte")),
+        test_images=read_image_file(str(folder / "t10k-images-idx3-ubyte")),
+        test_labels=read_label_file(str(folder / "t10k-labels-idx1-ubyte")),
     )
 
 

@@ -117,3 +117,19 @@ def test_fp32_tensors_are_rounded_but_uint8_must_be_whole() -> None:
     assert tensor_to_pixels(floats, 4, whole_numbers=False).max() == 255
     with pytest.raises(Unprocessable):
         tensor_to_pixels(floats, 4, whole_numbers=True)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_fast_png_path_is_pixel_identical_to_pillow(mode: str) -> None:
+    from service.preprocess import _fast_png
+
+    rng = np.random.default_rng(1)
+    shape = (37, 53) if mode == "L" else (37, 53, 3)
+    image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+    data = _save(image)
+    fast = _fast_png(data, 10_000)
+    assert fast is not None and fast.dtype == np.uint8
+    np.testing.assert_array_equal(fast, np.asarray(image.convert("L")))
+    with pytest.raises(PayloadTooLarge):
+        _fast_png(data, 100)
+    assert _fast_png(_save(image.convert("RGBA")), 10_000) is None  # alpha: Pillow's path

@@ -3,7 +3,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from training import data
@@ -14,7 +13,6 @@ from training.data import (
     Source,
     checksum_problems,
     ensure_mnist,
-    read_idx,
     split_train_val,
 )
 
@@ -78,21 +76,6 @@ def test_local_files_with_a_wrong_checksum_are_reported(tmp_path: Path, mnist_di
     local_only = data.default_sources(tmp_path)[:1]
     with pytest.raises(DataUnavailableError, match="IDX files in"):
         ensure_mnist(tmp_path, local_only)
-
-
-def test_read_idx_parses_header_and_rejects_garbage(tmp_path: Path) -> None:
-    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    good = tmp_path / "good-idx3-ubyte"
-    good.write_bytes(bytes([0, 0, 0x08, 3]) + np.array([2, 3, 4], ">u4").tobytes() + array.tobytes())
-    np.testing.assert_array_equal(read_idx(good), array)
-    truncated = tmp_path / "truncated"
-    truncated.write_bytes(good.read_bytes()[:-1])
-    with pytest.raises(ValueError, match="holds"):
-        read_idx(truncated)
-    text = tmp_path / "text"
-    text.write_bytes(b"hello world")
-    with pytest.raises(ValueError, match="not an IDX file"):
-        read_idx(text)
 
 
 def test_validation_split_is_fixed_by_seed_and_disjoint() -> None:

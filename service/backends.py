@@ -46,6 +46,7 @@ class OnnxBackend:
         device_id = _cuda_index(device)
         if device_id is not None:
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device_id}))
+            _preload_cuda_libraries(onnxruntime)
         self.session = onnxruntime.InferenceSession(str(model.artifact("onnx")), options, providers=providers)
         # onnxruntime-gpu falls back to CPU silently; what it really uses is only known by asking.
         self.provider = self.session.get_providers()[0]
@@ -90,6 +91,17 @@ class TorchScriptBackend:
         with self.torch.inference_mode():
             tensor = self.torch.from_numpy(pixels).to(self.torch_device, non_blocking=True)
             return self.module(tensor).float().cpu().numpy()
+
+
+def _preload_cuda_libraries(onnxruntime: Any) -> None:
+    """Let ONNX Runtime find CUDA and cuDNN in the NVIDIA wheels PyTorch installs (no system CUDA)."""
+    preload = getattr(onnxruntime, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as error:  # missing libraries just mean the CPU provider will be used
+        log.debug("ONNX Runtime could not preload CUDA libraries: %s", error)
 
 
 def _cuda_index(device: str) -> int | None:

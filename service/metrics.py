@@ -32,6 +32,19 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 PID_FILE = re.compile(r"_(\d+)\.db$")
+REJECTION_REASONS = (
+    "bad_request",
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "too_large",
+    "unsupported_media_type",
+    "invalid_input",
+    "overloaded",
+    "timeout",
+    "worker_failed",
+    "unavailable",
+)
 
 
 def prepare_directory(requested: Path | None) -> Path:
@@ -91,6 +104,11 @@ class Metrics:
             ["name", "version", "backend", "device", "provider"],
             multiprocess_mode="livemax",
         )
+        # Series exist from the start, at 0, so that rate() and alerts see the first rejection too.
+        for reason in REJECTION_REASONS:
+            self.rejected.labels(reason)
+        for digit in range(10):
+            self.predictions.labels(str(digit))
         self.gpu_memory = Gauge(
             "mnist_gpu_memory_used_bytes",
             "GPU memory in use on the worker's device.",

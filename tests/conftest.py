@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from training.data import MnistArrays, ensure_mnist, load_mnist
+
+from .integration.harness import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,3 +22,13 @@ def mnist_dir() -> Path:
 @pytest.fixture(scope="session")
 def mnist(mnist_dir: Path) -> MnistArrays:
     return load_mnist(mnist_dir)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The default server, one per test session: committed model, ONNX backend, a batch timeout
+    long enough that concurrent requests share batches."""
+    running = start_server(tmp_path_factory.mktemp("server"), "--batch-timeout", "0.01")
+    yield running
+    code = running.stop()
+    assert code == 0, running.log()

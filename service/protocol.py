@@ -114,9 +114,18 @@ class V2Request:
     binary_output: bool
 
 
+def _parameters(holder: dict[str, Any]) -> dict[str, Any]:
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise BadRequest('"parameters" must be an object')
+    return parameters
+
+
 def _v2_tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
     datatype = spec.get("datatype")
-    if datatype not in V2_DATATYPES:
+    if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise Unprocessable(f"datatype {datatype!r} is not supported; send UINT8 or FP32")
     shape = spec.get("shape")
     if not isinstance(shape, list) or not all(
@@ -125,10 +134,7 @@ def _v2_tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[n
         raise Unprocessable("shape must be a list of non-negative integers")
     count = math.prod(shape)
     dtype = V2_DATATYPES[datatype]
-    parameters = spec.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest("parameters must be an object")
-    size = parameters.get("binary_data_size")
+    size = _parameters(spec).get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or size < 0 or offset + size > len(binary):
             raise BadRequest("binary_data_size does not match the binary data sent")
@@ -169,7 +175,7 @@ def parse_v2_infer(
         raise BadRequest(f"unknown input {inputs[0].get('name')!r}; this model takes {input_name!r}")
     tensor, _ = _v2_tensor(inputs[0], binary, 0)
     pixels = tensor_to_pixels(tensor, limits.max_images, whole_numbers=inputs[0]["datatype"] == "UINT8")
-    binary_output = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    binary_output = bool(_parameters(payload).get("binary_data_output", False))
     outputs = payload.get("outputs")
     if outputs is not None:
         if not isinstance(outputs, list):
@@ -177,7 +183,7 @@ def parse_v2_infer(
         for output in outputs:
             if not isinstance(output, dict) or output.get("name") != output_name:
                 raise BadRequest(f"unknown output; this model returns {output_name!r}")
-            binary_output = bool((output.get("parameters") or {}).get("binary_data", binary_output))
+            binary_output = bool(_parameters(output).get("binary_data", binary_output))
     request_id = payload.get("id")
     return V2Request(
         pixels=pixels, id=str(request_id) if request_id is not None else None, binary_output=binary_output

@@ -27,6 +27,7 @@ from service.api import DigitAPI, WorkerConfig
 from service.backends import load_backend
 from service.errors import NotFound, PayloadTooLarge, ServiceError, StartupError
 from service.metrics import prepare_directory, remove_directory
+from service.openapi import describe_bodies
 from service.protocol import Limits
 from service.repository import ModelVersion, resolve
 from service.routes import InferenceSpec, RouteConfig
@@ -255,6 +256,7 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Any) -> M
         drain_timeout=settings.drain_timeout,
     )
     install_error_handlers(server.app, spec)
+    describe_bodies(server.app)
     return server
 
 

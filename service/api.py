@@ -22,6 +22,7 @@ import numpy as np
 
 from service.backends import Backend, load_backend
 from service.metrics import Metrics
+from service.reload import ModelWatcher
 from service.repository import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class WorkerConfig:
     runtime_dir: Path  # where each worker records the device and provider it really uses
     threads: int | None = None
     log_level: str = "info"
+    poll_interval_s: float = 0.0  # > 0: follow the repository's latest version (service.reload)
 
 
 def gpu_memory_used(device: str) -> int:
@@ -76,12 +78,26 @@ def _alive(pid: int) -> bool:
     return pid > 0
 
 
+@dataclass(frozen=True)
+class Serving:
+    """The model version a worker answers with and its loaded backend; swapped as one reference."""
+
+    model: ModelVersion
+    backend: Backend
+
+
+class Answer(NamedTuple):
+    probabilities: np.ndarray  # [n, 10] for one request's n images
+    version: str  # the model version that computed them
+
+
 class DigitAPI(ls.LitAPI):
     def __init__(self, config: WorkerConfig, **litapi_options: Any) -> None:
         super().__init__(**litapi_options)
         self.config = config
-        self.backend: Backend | None = None
+        self.serving: Serving | None = None
         self.metrics: Metrics | None = None
+        self.device = "cpu"
         self._next_gpu_sample = 0.0
 
     def setup(self, device: str) -> None:
@@ -91,25 +107,40 @@ class DigitAPI(ls.LitAPI):
         logging.basicConfig(  # a spawned process starts with no logging configuration
             level=self.config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        self.device = device
+        self.metrics = Metrics()
+        self._switch(self.config.model)
+        if self.config.poll_interval_s > 0:
+            ModelWatcher(
+                self.config.model.folder.parent.parent,
+                self.config.model.name,
+                self.config.backend,
+                self.config.model.version,
+                self.config.poll_interval_s,
+                self._switch,
+                self.metrics.reload_failures,
+            ).start()
+
+    def _switch(self, model: ModelVersion) -> None:
+        """Load ``model`` next to the current one, warm it up, then make it the one that answers."""
         # LitServe hands each worker "cpu" or "cuda:N"; with --device auto a GPU that the backend cannot
         # use (e.g. a CPU-only ONNX Runtime) falls back to CPU instead of failing.
         strict = self.config.device != "auto"
-        backend = load_backend(self.config.model, self.config.backend, device, strict, self.config.threads)
+        backend = load_backend(model, self.config.backend, self.device, strict, self.config.threads)
         backend.predict(np.zeros((self.config.warmup_images, 1, 28, 28), dtype=np.uint8))  # warm-up
-        self.backend = backend
-        self.metrics = Metrics()
-        model = self.config.model
-        self.metrics.model_info.labels(
-            model.name, model.version, backend.name, backend.device, backend.provider
-        ).set(1)
+        previous, self.serving = self.serving, Serving(model, backend)
+        assert self.metrics is not None
+        if previous is not None:  # multiprocess files keep every label set: mark the old one as not served
+            self.metrics.model_info.labels(*_info_labels(previous)).set(0)
+        self.metrics.model_info.labels(*_info_labels(self.serving)).set(1)
         record = {
             "pid": os.getpid(),
+            "version": model.version,
             "backend": backend.name,
             "device": backend.device,
             "provider": backend.provider,
         }
-        path = self.config.runtime_dir / f"runtime-{os.getpid()}.json"
-        path.write_text(json.dumps(record))
+        (self.config.runtime_dir / f"runtime-{os.getpid()}.json").write_text(json.dumps(record))
         log.info(
             "worker %d serving %s v%s with %s on %s (%s)",
             os.getpid(),
@@ -126,29 +157,29 @@ class DigitAPI(ls.LitAPI):
     def batch(self, inputs: list[Job]) -> list[Job]:
         return inputs
 
-    def predict(self, jobs: list[Job], **kwargs: Any) -> list[np.ndarray]:
-        assert self.backend is not None and self.metrics is not None, "setup() has not run"
+    def predict(self, jobs: list[Job], **kwargs: Any) -> list[Answer]:
+        serving = self.serving  # one read: a reload between batches never splits a batch
+        assert serving is not None and self.metrics is not None, "setup() has not run"
         started = time.monotonic()
         counts = [len(job.pixels) for job in jobs]
         pixels = jobs[0].pixels if len(jobs) == 1 else np.concatenate([job.pixels for job in jobs])
-        probabilities = self.backend.predict(pixels)
+        probabilities = serving.backend.predict(pixels)
         finished = time.monotonic()
-        self._observe(jobs, started, finished, probabilities)
-        return np.split(probabilities, np.cumsum(counts)[:-1])
+        self._observe(jobs, started, finished, probabilities, serving.backend.device)
+        version = serving.model.version
+        return [Answer(part, version) for part in np.split(probabilities, np.cumsum(counts)[:-1])]
 
-    def _observe(self, jobs: list[Job], started: float, finished: float, probabilities: np.ndarray) -> None:
+    def _observe(
+        self, jobs: list[Job], started: float, finished: float, probabilities: np.ndarray, device: str
+    ) -> None:
         metrics = self.metrics
         assert metrics is not None
         for job in jobs:
             metrics.queue_wait.observe(started - job.admitted_at)
         metrics.inference.observe(finished - started)
-        if (
-            self.backend is not None
-            and self.backend.device.startswith("cuda")
-            and finished >= self._next_gpu_sample
-        ):
+        if device.startswith("cuda") and finished >= self._next_gpu_sample:
             self._next_gpu_sample = finished + GPU_SAMPLE_INTERVAL_S
-            metrics.gpu_memory.labels(self.backend.device).set(gpu_memory_used(self.backend.device))
+            metrics.gpu_memory.labels(device).set(gpu_memory_used(device))
         metrics.batch_requests.observe(len(jobs))
         metrics.batch_images.observe(len(probabilities))
         metrics.images.inc(len(probabilities))
@@ -162,8 +193,13 @@ class DigitAPI(ls.LitAPI):
         if low:
             metrics.low_confidence.inc(low)
 
-    def unbatch(self, output: list[np.ndarray]) -> list[np.ndarray]:
+    def unbatch(self, output: list[Answer]) -> list[Answer]:
         return output
 
-    def encode_response(self, output: np.ndarray, **kwargs: Any) -> np.ndarray:
+    def encode_response(self, output: Answer, **kwargs: Any) -> Answer:
         return output
+
+
+def _info_labels(serving: Serving) -> tuple[str, str, str, str, str]:
+    backend = serving.backend
+    return serving.model.name, serving.model.version, backend.name, backend.device, backend.provider

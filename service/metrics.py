@@ -104,6 +104,11 @@ class Metrics:
             ["name", "version", "backend", "device", "provider"],
             multiprocess_mode="livemax",
         )
+        self.reload_failures = Counter(
+            "mnist_model_reload_failures",
+            "Newer model versions refused (checksum, contract or load).",
+            ["version"],
+        )
         # Series exist from the start, at 0, so that rate() and alerts see the first rejection too.
         for reason in REJECTION_REASONS:
             self.rejected.labels(reason)

@@ -24,7 +24,7 @@ from litserve.specs.base import LitSpec
 from litserve.utils import LitAPIStatus, ResponseBufferItem
 from starlette.datastructures import UploadFile
 
-from service.api import Job, runtime_records
+from service.api import Answer, Job, runtime_records
 from service.errors import (
     BadRequest,
     NotFound,
@@ -117,23 +117,35 @@ class InferenceSpec(LitSpec):
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise Unauthorized("missing or wrong API key (send it as X-API-Key)")
 
+    def _served_versions(self) -> list[str]:
+        return self._runtime()["version"].split(",")
+
     def _check_model(self, name: str, version: str | None) -> None:
-        model = self.config.model
-        if name != model.name or (version is not None and version != model.version):
-            served = f"{model.name} version {model.version}"
+        served = self._served_versions()
+        if name != self.config.model.name or (version is not None and version not in served):
             raise NotFound(
                 f"model {name!r}{f' version {version!r}' if version else ''} is not served here "
-                f"(serving {served})"
+                f"(serving {self.config.model.name} version {', '.join(served)})"
             )
 
     def _runtime(self) -> dict[str, str]:
-        """Device and provider the workers really use; cached briefly, as every answer carries it."""
+        """Version, device and provider the workers really use (read from their records; cached briefly,
+        as every answer carries the device)."""
         now = time.monotonic()
         if self._runtime_cache is None or now - self._runtime_cache[0] > RUNTIME_CACHE_S:
             records = runtime_records(self.config.metrics_dir)
-            devices = ",".join(sorted({r["device"] for r in records})) or "unknown"
-            providers = ",".join(sorted({r["provider"] for r in records})) or "unknown"
-            self._runtime_cache = (now, {"device": devices, "provider": providers})
+
+            def joined(key: str, default: str) -> str:
+                return ",".join(sorted({str(r[key]) for r in records}, key=_natural)) or default
+
+            self._runtime_cache = (
+                now,
+                {
+                    "version": joined("version", self.config.model.version),
+                    "device": joined("device", "unknown"),
+                    "provider": joined("provider", "unknown"),
+                },
+            )
         return self._runtime_cache[1]
 
     def _is_ready(self) -> bool:
@@ -145,7 +157,7 @@ class InferenceSpec(LitSpec):
         except (OSError, EOFError, BrokenPipeError):  # the manager is gone: we are shutting down
             return False
 
-    async def _infer(self, pixels: np.ndarray) -> np.ndarray:
+    async def _infer(self, pixels: np.ndarray) -> Answer:
         admitted = self.admitted
         with admitted.get_lock():
             if admitted.value >= self.config.queue_limit:
@@ -179,8 +191,8 @@ class InferenceSpec(LitSpec):
             raise Unavailable("inference worker failed; retry", reason="worker_failed")
         return response
 
-    def _model_payload(self) -> dict[str, str]:
-        return {**self.model_payload, "device": self._runtime()["device"]}
+    def _model_payload(self, version: str) -> dict[str, str]:
+        return {**self.model_payload, "version": version, "device": self._runtime()["device"]}
 
     # --- routes ---------------------------------------------------------------------------------------
 
@@ -200,8 +212,9 @@ class InferenceSpec(LitSpec):
                 f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data, "
                 "an image/* body, or application/json"
             )
-        probabilities = await self._infer(pixels)
-        return Response(predictions_body(probabilities, self._model_payload()), media_type="application/json")
+        answer = await self._infer(pixels)
+        body = predictions_body(answer.probabilities, self._model_payload(answer.version))
+        return Response(body, media_type="application/json")
 
     async def _multipart_pixels(self, request: Request, limits: Limits) -> np.ndarray:
         try:
@@ -231,8 +244,10 @@ class InferenceSpec(LitSpec):
             model.output_name,
             self.config.limits,
         )
-        probabilities = await self._infer(parsed.pixels)
-        body, headers = v2_infer_body(probabilities, parsed, model.name, model.version, model.output_name)
+        answer = await self._infer(parsed.pixels)
+        body, headers = v2_infer_body(
+            answer.probabilities, parsed, model.name, answer.version, model.output_name
+        )
         return Response(body, headers=headers)
 
     async def server_metadata(self) -> Response:
@@ -265,7 +280,7 @@ class InferenceSpec(LitSpec):
         return _json(
             {
                 "name": model.name,
-                "versions": [model.version],
+                "versions": self._served_versions(),
                 "platform": "onnxruntime_onnx" if self.config.backend == "onnx" else "pytorch_libtorch",
                 "inputs": [
                     {k: v for k, v in spec.items() if k in ("name", "datatype", "shape")}
@@ -288,6 +303,10 @@ class InferenceSpec(LitSpec):
     async def metrics_endpoint(self) -> Response:
         body = await asyncio.to_thread(render, self.config.metrics_dir, self.config.main_pid)
         return Response(body, media_type=CONTENT_TYPE)
+
+
+def _natural(text: str) -> tuple[int, str]:
+    return (int(text), "") if text.isdigit() else (0, text)
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> Response:

@@ -225,6 +225,7 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Any) -> M
         runtime_dir=metrics_dir,
         threads=max(1, cores // settings.workers) if settings.workers > 1 else None,
         log_level=settings.log_level,
+        poll_interval_s=settings.poll_interval if settings.model_version == "latest" else 0.0,
     )
     spec = InferenceSpec(
         RouteConfig(

@@ -60,6 +60,7 @@ class Settings:
     drain_timeout: float = 20.0
     api_key: str | None = None
     low_confidence: float = 0.5
+    poll_interval: float = 0.0
     metrics_dir: Path | None = None
     fast_queue: bool = False
     log_level: str = "info"
@@ -100,6 +101,11 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
         "seconds SIGTERM/SIGINT waits for in-flight requests before exiting",
     ),
     "api_key": (str, "if set, predict/infer routes need header X-API-Key (health and metrics stay open)"),
+    "poll_interval": (
+        _non_negative_float,
+        "with --model-version latest: seconds between checks for a newer version, which is verified and "
+        "swapped in without downtime (a bad one is refused); 0 = never",
+    ),
     "low_confidence": (
         _non_negative_float,
         "predictions below this confidence count as low-confidence (drift signal)",

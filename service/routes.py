@@ -9,10 +9,12 @@ its probabilities with a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import multiprocessing as mp
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,7 +159,10 @@ class InferenceSpec(LitSpec):
         except (OSError, EOFError, BrokenPipeError):  # the manager is gone: we are shutting down
             return False
 
-    async def _infer(self, pixels: np.ndarray) -> Answer:
+    @contextlib.contextmanager
+    def _admission(self) -> Iterator[None]:
+        """Reserve one of the queue-limit slots before any work is spent on the request: past the
+        limit, refusing costs next to nothing, so shedding does not eat the capacity it protects."""
         admitted = self.admitted
         with admitted.get_lock():
             if admitted.value >= self.config.queue_limit:
@@ -167,6 +172,15 @@ class InferenceSpec(LitSpec):
                 )
             admitted.value += 1
         self.metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.metrics.in_flight.dec()
+            with admitted.get_lock():
+                admitted.value -= 1
+
+    async def _infer(self, pixels: np.ndarray) -> Answer:
+        """Queue validated pixels for the workers and wait for their answer (call within _admission)."""
         uid = uuid.uuid4()
         event = asyncio.Event()
         self.response_buffer[uid] = ResponseBufferItem(event=event)
@@ -181,9 +195,6 @@ class InferenceSpec(LitSpec):
             response, status = self.response_buffer[uid].response
         finally:
             self.response_buffer.pop(uid, None)
-            self.metrics.in_flight.dec()
-            with admitted.get_lock():
-                admitted.value -= 1
         if status != LitAPIStatus.OK:
             if getattr(response, "status_code", None) == 504:
                 raise QueueTimeout("request waited in the queue longer than the request timeout")
@@ -199,22 +210,24 @@ class InferenceSpec(LitSpec):
     async def predict(self, request: Request) -> Response:
         """Classify one or more digit images: multipart upload, raw image body, or JSON (base64 or pixels)."""
         self._authorize(request)
+        with self._admission():
+            answer = await self._infer(await self._predict_pixels(request))
+        body = predictions_body(answer.probabilities, self._model_payload(answer.version))
+        return Response(body, media_type="application/json")
+
+    async def _predict_pixels(self, request: Request) -> np.ndarray:
         content_type = media_type(request.headers.get("content-type"))
         limits = self.config.limits
         if content_type == "multipart/form-data":
-            pixels = await self._multipart_pixels(request, limits)
-        elif content_type in IMAGE_TYPES or content_type == "application/octet-stream":
-            pixels = images_to_pixels([await request.body()], limits)
-        elif content_type == "application/json" or content_type.endswith("+json"):
-            pixels = json_to_pixels(await request.body(), limits)
-        else:
-            raise UnsupportedMediaType(
-                f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data, "
-                "an image/* body, or application/json"
-            )
-        answer = await self._infer(pixels)
-        body = predictions_body(answer.probabilities, self._model_payload(answer.version))
-        return Response(body, media_type="application/json")
+            return await self._multipart_pixels(request, limits)
+        if content_type in IMAGE_TYPES or content_type == "application/octet-stream":
+            return images_to_pixels([await request.body()], limits)
+        if content_type == "application/json" or content_type.endswith("+json"):
+            return json_to_pixels(await request.body(), limits)
+        raise UnsupportedMediaType(
+            f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data, "
+            "an image/* body, or application/json"
+        )
 
     async def _multipart_pixels(self, request: Request, limits: Limits) -> np.ndarray:
         try:
@@ -237,14 +250,15 @@ class InferenceSpec(LitSpec):
         self._authorize(request)
         self._check_model(name, version)
         model = self.config.model
-        parsed: V2Request = parse_v2_infer(
-            await request.body(),
-            dict(request.headers),
-            model.input_name,
-            model.output_name,
-            self.config.limits,
-        )
-        answer = await self._infer(parsed.pixels)
+        with self._admission():
+            parsed: V2Request = parse_v2_infer(
+                await request.body(),
+                dict(request.headers),
+                model.input_name,
+                model.output_name,
+                self.config.limits,
+            )
+            answer = await self._infer(parsed.pixels)
         body, headers = v2_infer_body(
             answer.probabilities, parsed, model.name, answer.version, model.output_name
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -163,6 +164,9 @@ def test_requests_waiting_past_the_timeout_get_504(tmp_path: Path) -> None:
         assert set(statuses) <= {200, 504} and 504 in statuses, statuses
         metrics = running.request("GET", "/metrics").body.decode()
         assert 'mnist_rejected_requests_total{reason="timeout"}' in metrics
+        computed = float(re.search(r"^mnist_images_total (\S+)$", metrics, re.MULTILINE).group(1))
+        # Every answered request was computed; requests that had already timed out in the queue were not.
+        assert 256 * statuses.count(200) <= computed < 256 * len(statuses)
     finally:
         assert running.stop() == 0, running.log()
 

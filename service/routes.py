@@ -53,6 +53,8 @@ from service.repository import ModelVersion
 
 SERVER_NAME = "mnist-serving"
 RUNTIME_CACHE_S = 5.0
+WORKER_CHECK_S = 1.0
+WORKER_KEY_PREFIX = "predict_"  # LitServe names worker status entries "<last path segment>_<worker id>"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class InferenceSpec(LitSpec):
         self.admitted = mp.get_context("fork").Value("i", 0)
         self._metrics: Metrics | None = None
         self._runtime_cache: tuple[float, dict[str, str]] | None = None
+        self._worker_watch: asyncio.Task[None] | None = None
         model = config.model
         for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
             self.add_endpoint(prefix, self.model_metadata, ["GET"])
@@ -92,6 +95,7 @@ class InferenceSpec(LitSpec):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["admitted"] = None  # only the API servers admit requests; workers never need the counter
+        state["_worker_watch"] = None
         return state
 
     # LitSpec hooks: the worker receives already-decoded Jobs and returns arrays untouched.
@@ -150,6 +154,25 @@ class InferenceSpec(LitSpec):
             )
         return self._runtime_cache[1]
 
+    def _worker_statuses(self) -> dict[str, str]:
+        try:
+            return dict(self._server.workers_setup_status) if self._server is not None else {}
+        except (OSError, EOFError, BrokenPipeError):  # the manager is gone: we are shutting down
+            return {}
+
+    async def _fail_requests_of_dead_workers(self) -> None:
+        """Answer 503 at once for requests a dead worker had taken. LitServe's monitor does this only in
+        the main process's buffer, but with API-server processes the requests wait in their own."""
+        while True:
+            await asyncio.sleep(WORKER_CHECK_S)
+            statuses = await asyncio.to_thread(self._worker_statuses)
+            for item in list(self.response_buffer.values()):
+                if item.worker_id is None or item.event.is_set():
+                    continue
+                if statuses.get(f"{WORKER_KEY_PREFIX}{item.worker_id}", "ready") != "ready":
+                    item.response = (None, LitAPIStatus.ERROR)
+                    item.event.set()
+
     def _is_ready(self) -> bool:
         server = self._server
         if server is None or not getattr(server, "workers_setup_status", None):
@@ -181,6 +204,8 @@ class InferenceSpec(LitSpec):
 
     async def _infer(self, pixels: np.ndarray) -> Answer:
         """Queue validated pixels for the workers and wait for their answer (call within _admission)."""
+        if self._worker_watch is None:  # one per API-server process, started on its event loop
+            self._worker_watch = asyncio.get_running_loop().create_task(self._fail_requests_of_dead_workers())
         uid = uuid.uuid4()
         event = asyncio.Event()
         self.response_buffer[uid] = ResponseBufferItem(event=event)

@@ -218,6 +218,19 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
         (worker,) = [
             pid for pid in running.children if "spawn_main" in " ".join(psutil.Process(pid).cmdline())
         ]
+        # Clients keep asking while the worker dies: each must get an answer, none may hang.
+        answers: list[tuple[int, float]] = []
+        recovered = threading.Event()
+
+        def keep_asking() -> None:
+            while not recovered.is_set():
+                started = time.monotonic()
+                answers.append((running.post_json("/predict", pixels).status, time.monotonic() - started))
+
+        clients = [threading.Thread(target=keep_asking) for _ in range(4)]
+        for client in clients:
+            client.start()
+        time.sleep(0.5)
         os.kill(worker, signal.SIGKILL)
         killed_at = time.monotonic()
         not_ready_after = None
@@ -231,13 +244,21 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
             time.sleep(0.1)
         assert not_ready_after is not None and not_ready_after <= 5, "the dead worker was never reported"
         assert reply.status == 200, "no replacement worker became ready"
+        recovered.set()
+        for client in clients:
+            client.join(60)
+            assert not client.is_alive(), "a request hung"
+        assert {status for status, _ in answers} <= {200, 503}, answers  # 503: on the dead worker, retry
+        assert max(seconds for _, seconds in answers) < 30
         assert running.post_json("/predict", pixels).json()["predictions"] == expected
         # The dead worker's live gauges (model_info, in-flight) are dropped; its counters are kept.
         assert list(metrics_dir.glob(f"gauge_live*_{worker}.db"))  # written before it died...
         metrics = running.request("GET", "/metrics").body.decode()
         assert not list(metrics_dir.glob(f"gauge_live*_{worker}.db"))  # ...and forgotten at the scrape
         assert metrics.count("mnist_model_info{") == 1
-        assert "mnist_images_total 2.0" in metrics
+        answered = 2 + sum(status == 200 for status, _ in answers)
+        computed = float(re.search(r"^mnist_images_total (\S+)$", metrics, re.MULTILINE).group(1))
+        assert answered <= computed <= answered + 4  # the dead worker's counts are kept
     finally:
         running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
         assert running.stop() == 0, running.log()

@@ -200,7 +200,9 @@ def test_signals_drain_in_flight_requests_and_leave_no_process(
     for thread in threads:
         thread.start()
     time.sleep(1.5)
+    signalled = time.monotonic()
     code = running.stop(stop_signal)
+    assert time.monotonic() - signalled < 20 + 10  # within the grace period: drain timeout (20 s) + margin
     for thread in threads:
         thread.join(30)
     assert code == 0, running.log()

@@ -8,6 +8,7 @@ backend call and splits the probabilities back, one array per request, in order.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from service.repository import ModelVersion
 
 log = logging.getLogger(__name__)
 GPU_SAMPLE_INTERVAL_S = 5.0
+PR_SET_PDEATHSIG = 1
 
 
 class Job(NamedTuple):
@@ -47,6 +49,15 @@ class WorkerConfig:
     threads: int | None = None
     log_level: str = "info"
     poll_interval_s: float = 0.0  # > 0: follow the repository's latest version (service.reload)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent exits, so it can never be orphaned."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the main process's shutdown still stops workers
+        pass
 
 
 def gpu_memory_used(device: str) -> int:
@@ -101,9 +112,12 @@ class DigitAPI(ls.LitAPI):
         self._next_gpu_sample = 0.0
 
     def setup(self, device: str) -> None:
-        # Ctrl+C reaches the whole process group; the main process decides when workers stop, after the
-        # API servers have drained, so that no admitted request loses its answer.
+        # Ctrl+C, and SIGTERM from tools that signal the whole process group (timeout, systemd), reach
+        # the workers too; the main process decides when they stop, after the API servers have drained,
+        # so no admitted request loses its answer. If the main process dies, the workers die with it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _die_with_parent()
         logging.basicConfig(  # a spawned process starts with no logging configuration
             level=self.config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )

@@ -8,6 +8,7 @@ LitServe's manager), and the process exits 0 with no child left behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -129,18 +130,22 @@ class MnistServer(ls.LitServer):
         super().__init__(*args, **kwargs)
         self.uvicorn_graceful_timeout = drain_timeout
         self.drain_timeout = drain_timeout
-        self.stop_requested = threading.Event()
+        # A signal handler may interrupt any code, even a lock-holding Event.set() of an earlier signal,
+        # so it only writes a byte to this pipe (async-signal-safe); a thread does the rest.
+        self._signals_read, self._signals_write = os.pipe()
+        os.set_blocking(self._signals_write, False)
         self._stopping = threading.Lock()
         self._stopped = False
 
     def request_stop(self, signum: int, _frame: Any) -> None:
-        log.info("received %s: draining", signal.Signals(signum).name)
-        # Only flag it here: the main thread is blocked inside a manager call, and a signal handler must
-        # not start another call on the same connection. A thread with its own connection relays it.
-        self.stop_requested.set()
+        with contextlib.suppress(BlockingIOError):  # the pipe is full only if a stop is already pending
+            os.write(self._signals_write, bytes([signum]))
 
     def _relay_stop(self) -> None:
-        self.stop_requested.wait()
+        # The main thread waits inside a manager call; setting the event from this thread, with its own
+        # manager connection, wakes it.
+        signum = os.read(self._signals_read, 1)[0]
+        log.info("received %s: draining", signal.Signals(signum).name)
         if self._shutdown_event is not None:
             self._shutdown_event.set()
 
@@ -169,16 +174,15 @@ class MnistServer(ls.LitServer):
                 )
                 process.kill()
                 process.join(5)
-        # 2. Nothing can be queued any more: stop the inference workers.
+        # 2. Nothing can be queued any more: stop the inference workers (they ignore SIGTERM, see
+        # DigitAPI.setup). Check twice: LitServe's monitor may have been restarting one meanwhile.
         self._transport.close(send_sentinel=True)
-        for process in self.inference_workers:
-            if process.is_alive():
-                process.terminate()
-        for process in self.inference_workers:
-            process.join(5)
-            if process.is_alive():
-                process.kill()
+        for _ in range(2):
+            for process in list(self.inference_workers):
+                if process.is_alive():
+                    process.kill()
                 process.join(5)
+            time.sleep(0.2)
         # 3. LitServe's manager (queues) goes last.
         manager.shutdown()
         log.info("stopped (%s)", shutdown_reason)

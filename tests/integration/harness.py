@@ -118,8 +118,14 @@ def start_server(
         *args,
     ]
     with log_path.open("wb") as log:
+        # Its own session and process group, so tests can signal the group as `timeout` or systemd do.
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env={**os.environ, **(env or {})}
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
         )
     server = RunningServer(process, port, log_path)
     deadline = time.monotonic() + ready_timeout

@@ -265,3 +265,16 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
         running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
         assert running.stop() == 0, running.log()
         assert running.alive_children() == []  # the replacement worker was stopped too
+
+
+def test_repeated_signals_to_the_whole_process_group_still_drain(tmp_path: Path, mnist: MnistArrays) -> None:
+    """`timeout`, systemd and shells signal every process of the group, often more than once: workers
+    must not die before the drain, and a second signal must not deadlock the first one's handler."""
+    running = start_server(tmp_path)
+    pixels = {"pixels": mnist.test_images[0].tolist()}
+    assert running.post_json("/predict", pixels).status == 200
+    group = os.getpgid(running.process.pid)
+    for _ in range(3):
+        os.killpg(group, signal.SIGTERM)
+    assert running.process.wait(40) == 0, running.log()
+    assert running.alive_children() == []

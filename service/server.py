@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -22,7 +21,6 @@ import litserve as ls
 import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
-from litserve.transport.process_transport import MPQueueTransport
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -138,17 +136,6 @@ class MnistServer(ls.LitServer):
         os.set_blocking(self._signals_write, False)
         self._stopping = threading.Lock()
         self._stopped = False
-
-    def _init_manager(self, num_api_servers: int) -> Any:
-        """LitServe passes requests and results through ``Manager().Queue()``s: every put and get is a
-        round trip through the manager process. Plain multiprocessing queues (a pipe each) do the
-        same job without that hop."""
-        manager = super()._init_manager(num_api_servers)
-        context = mp.get_context("spawn")
-        for path in self.litapi_request_queues:
-            self.litapi_request_queues[path] = context.Queue()
-        self._transport = MPQueueTransport(manager, [context.Queue() for _ in range(num_api_servers)])
-        return manager
 
     def request_stop(self, signum: int, _frame: Any) -> None:
         with contextlib.suppress(BlockingIOError):  # the pipe is full only if a stop is already pending

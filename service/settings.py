@@ -114,7 +114,10 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
         Path,
         "Prometheus multiprocess folder (emptied at start); default: a fresh temporary folder",
     ),
-    "fast_queue": (_bool, "use LitServe's ZeroMQ transport for results instead of multiprocessing queues"),
+    "fast_queue": (
+        _bool,
+        "ask LitServe for its ZeroMQ result transport (no effect with LitServe 0.2.19, which drops it)",
+    ),
     "log_level": (str, "debug, info, warning or error"),
 }
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
-import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,64 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.traffic import bodies, free_port  # noqa: E402
 from service.idx import read_idx  # noqa: E402
 from training.data import ensure_mnist  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def bodies(images: np.ndarray) -> list[tuple[str, bytes, dict[str, str]]]:
-    png = io.BytesIO()
-    Image.fromarray(images[0]).save(png, format="PNG")
-    boundary = "soakboundary"
-    multipart = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + png.getvalue()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "pixels",
-                    "datatype": "UINT8",
-                    "shape": [1, 784],
-                    "parameters": {"binary_data_size": 784},
-                }
-            ]
-        }
-    ).encode()
-    return [
-        (
-            "/predict",
-            json.dumps({"pixels": images[1].tolist()}).encode(),
-            {"content-type": "application/json"},
-        ),
-        ("/predict", multipart, {"content-type": f"multipart/form-data; boundary={boundary}"}),
-        (
-            "/v2/models/mnist/infer",
-            header + images[2].tobytes(),
-            {"inference-header-content-length": str(len(header))},
-        ),
-        (
-            "/predict",
-            json.dumps({"pixels": images[:64].tolist()}).encode(),
-            {"content-type": "application/json"},
-        ),
-        ("/predict", b'{"pixels": [1, 2', {"content-type": "application/json"}),
-    ]
 
 
 def tree_rss(pid: int) -> int:
@@ -120,7 +66,10 @@ def main() -> None:
             time.sleep(0.5)
     statuses: Counter[int | str] = Counter()
     stop = threading.Event()
-    kinds = bodies(images)
+    malformed = ("/predict", b'{"pixels": [1, 2', {"content-type": "application/json"})
+    kinds = [(body.path, body.data, body.headers) for body in bodies(images) if body.name != "v2-json"] + [
+        malformed
+    ]
 
     def client(offset: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

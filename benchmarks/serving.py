@@ -17,13 +17,11 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -31,38 +29,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.traffic import Body, bodies, free_port  # noqa: E402
+from benchmarks.traffic import Body, bodies, free_port, mnist_serve_command, start, stop  # noqa: E402
 from service.backends import load_backend  # noqa: E402
 from service.idx import read_idx  # noqa: E402
 from service.repository import resolve  # noqa: E402
 from training.data import ensure_mnist  # noqa: E402
 
 LUA = Path(__file__).resolve().parent / "wrk" / "post.lua"
-BIN = Path(sys.executable).parent
-
-
-def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"{command[0]} did not become ready")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 def run_wrk(port: int, body: Body, body_file: Path, connections: int, seconds: float) -> dict[str, float]:
@@ -125,16 +98,7 @@ def main() -> None:
     levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()
     servers = {
-        "mnist-serve": [
-            str(BIN / "mnist-serve"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *shlex.split(args.server_args),
-        ],
+        "mnist-serve": mnist_serve_command(port, *shlex.split(args.server_args)),
         "fastapi": [sys.executable, str(Path(__file__).parent / "fastapi_baseline.py"), "--port", str(port)],
     }
     results: dict[tuple[str, str, int], list[dict[str, float]]] = {}

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,7 +23,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.traffic import bodies, free_port  # noqa: E402
+from benchmarks.traffic import bodies, free_port, mnist_serve_command, start, stop  # noqa: E402
 from service.idx import read_idx  # noqa: E402
 from training.data import ensure_mnist  # noqa: E402
 
@@ -43,29 +41,9 @@ def main() -> None:
     args = parser.parse_args()
     images = np.asarray(read_idx(ensure_mnist(ROOT / "data") / "t10k-images-idx3-ubyte"))
     port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mnist-serve"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/v2/health/ready")
-            if connection.getresponse().status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
+    server = start(mnist_serve_command(port), port)
     statuses: Counter[int | str] = Counter()
-    stop = threading.Event()
+    finished = threading.Event()
     malformed = ("/predict", b'{"pixels": [1, 2', {"content-type": "application/json"})
     kinds = [(body.path, body.data, body.headers) for body in bodies(images) if body.name != "v2-json"] + [
         malformed
@@ -74,7 +52,7 @@ def main() -> None:
     def client(offset: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         i = offset
-        while not stop.is_set():
+        while not finished.is_set():
             path, body, headers = kinds[i % len(kinds)]
             i += 1
             try:
@@ -97,11 +75,10 @@ def main() -> None:
         print(f"{elapsed / 60:7.1f} {samples[-1][1] / 2**20:8.0f} {sum(statuses.values()):9d}", flush=True)
         time.sleep(args.sample)
     samples.append((time.monotonic() - started, tree_rss(server.pid)))
-    stop.set()
+    finished.set()
     for thread in threads:
         thread.join(10)
-    server.send_signal(signal.SIGTERM)
-    code = server.wait(60)
+    code = stop(server)
     after_warmup = [rss for t, rss in samples if t >= 60] or [samples[-1][1]]
     growth = after_warmup[-1] / after_warmup[0] - 1
     total = sum(statuses.values())

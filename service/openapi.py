@@ -85,6 +85,14 @@ INFER_BODY = {
         }
     },
 }
+INCLUDE = {
+    "name": "include",
+    "in": "query",
+    "required": False,
+    "description": "'pixels': each prediction also carries the 28x28 image the model saw",
+    "schema": {"type": "string", "enum": ["pixels"]},
+}
+QUERY: dict[str, list[dict[str, Any]]] = {"/predict": [INCLUDE]}
 BODIES: dict[str, dict[str, Any]] = {
     "/predict": PREDICT_BODY,
     "/v2/models/{name}/infer": INFER_BODY,
@@ -100,3 +108,5 @@ def describe_bodies(app: FastAPI) -> None:
                 "requestBody": BODIES[route.path],
                 "responses": {str(code): ERROR for code in (400, 401, 413, 415, 422, 503, 504)},
             }
+            if route.path in QUERY:
+                route.openapi_extra["parameters"] = QUERY[route.path]

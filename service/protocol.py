@@ -93,14 +93,21 @@ def json_to_pixels(body: bytes, limits: Limits) -> np.ndarray:
     return images_to_pixels([_decode_base64(text, i) for i, text in enumerate(encoded)], limits)
 
 
-def predictions_body(probabilities: np.ndarray, model: dict[str, str]) -> bytes:
+def predictions_body(
+    probabilities: np.ndarray, model: dict[str, str], pixels: np.ndarray | None = None
+) -> bytes:
+    """The /predict answer; with ``pixels`` ([N, 1, 28, 28] uint8), each prediction also carries the
+    28 rows of 28 values its image became after preprocessing."""
     digits = probabilities.argmax(1).tolist()
     confidences = probabilities.max(1).tolist()
     rows = probabilities.tolist()
-    predictions = [
+    predictions: list[dict[str, Any]] = [
         {"digit": digit, "confidence": confidence, "probabilities": row}
         for digit, confidence, row in zip(digits, confidences, rows, strict=True)
     ]
+    if pixels is not None:
+        for prediction, image in zip(predictions, pixels[:, 0].tolist(), strict=True):
+            prediction["pixels"] = image
     return orjson.dumps({"predictions": predictions, "model": model})
 
 

@@ -235,9 +235,18 @@ class InferenceSpec(LitSpec):
     async def predict(self, request: Request) -> Response:
         """Classify one or more digit images: multipart upload, raw image body, or JSON (base64 or pixels)."""
         self._authorize(request)
+        # ?include=pixels adds the 28x28 image the model saw, so clients can show the preprocessing.
+        include = {item for value in request.query_params.getlist("include") for item in value.split(",")}
+        if include - {"pixels", ""}:
+            raise BadRequest(f"unknown include {sorted(include - {'pixels', ''})}; the only one is 'pixels'")
         with self._admission():
-            answer = await self._infer(await self._predict_pixels(request))
-        body = predictions_body(answer.probabilities, self._model_payload(answer.version))
+            pixels = await self._predict_pixels(request)
+            answer = await self._infer(pixels)
+        body = predictions_body(
+            answer.probabilities,
+            self._model_payload(answer.version),
+            pixels if "pixels" in include else None,
+        )
         return Response(body, media_type="application/json")
 
     async def _predict_pixels(self, request: Request) -> np.ndarray:

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from service.backends import load_backend
+from service.preprocess import image_to_pixels
 from service.repository import resolve
 from training.data import MnistArrays
 
 from .harness import ROOT, RunningServer
-from .images import b64, encode, multipart, png
+from .images import b64, encode, multipart, paper_photo, png
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +144,22 @@ def test_answers_equal_offline_backend_over_many_test_digits(
     served = _probabilities(reply.json())
     np.testing.assert_allclose(served, offline.predict(images[:256, None]), atol=1e-6)
     assert (served.argmax(1) == labels[:256]).mean() >= 0.99
+
+
+def test_include_pixels_returns_the_28x28_image_the_model_saw(server: RunningServer, digits) -> None:
+    images, labels = digits
+    scan = paper_photo(images[0])
+    reply = server.request("POST", "/predict?include=pixels", png(scan), {"content-type": "image/png"})
+    assert reply.status == 200, reply.body
+    (prediction,) = reply.json()["predictions"]
+    assert prediction["digit"] == labels[0]
+    assert np.array_equal(np.array(prediction["pixels"]), image_to_pixels(png(scan)))
+    plain = server.post_json("/predict", {"pixels": images[0].tolist()}).json()["predictions"][0]
+    assert "pixels" not in plain
+
+
+def test_unknown_include_is_a_clear_400(server: RunningServer, digits) -> None:
+    images, _ = digits
+    reply = server.post_json("/predict?include=pixels,heatmap", {"pixels": images[0].tolist()})
+    assert reply.status == 400
+    assert "heatmap" in reply.json()["error"] and "pixels" in reply.json()["error"]

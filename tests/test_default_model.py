@@ -22,8 +22,8 @@ def metadata() -> dict:
     return json.loads((VERSION / "metadata.json").read_text())
 
 
-def test_default_model_is_the_cnn_with_verified_artifacts(metadata: dict) -> None:
-    assert metadata["architecture"]["arch"] == "cnn"
+def test_default_model_is_the_small_cnn_with_verified_artifacts(metadata: dict) -> None:
+    assert metadata["architecture"]["arch"] == "cnn-small"
     assert {"model.onnx", "model.pt", "checkpoint.pt"} <= set(metadata["artifacts"])
     for name, record in metadata["artifacts"].items():
         assert sha256_file(VERSION / name) == record["sha256"], f"{name} does not match metadata.json"

@@ -16,6 +16,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mlp": {"epochs": 5, "batch_size": 64, "lr": 1e-3, "lr_schedule": "constant", "augment": False},
     "mlp-deep": {"epochs": 10, "batch_size": 64, "lr": 1e-3, "lr_schedule": "constant", "augment": False},
     "cnn": {"epochs": 15, "batch_size": 128, "lr": 3e-3, "lr_schedule": "onecycle", "augment": True},
+    "cnn-small": {"epochs": 15, "batch_size": 128, "lr": 3e-3, "lr_schedule": "onecycle", "augment": True},
     "lstm": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "lr_schedule": "onecycle", "augment": False},
 }
 

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import DigitAPI, WorkerConfig
 from service.backends import load_backend
+from service.demo import install_demo_page
 from service.errors import NotFound, PayloadTooLarge, ServiceError, StartupError
 from service.metrics import prepare_directory, remove_directory
 from service.openapi import describe_bodies
@@ -262,6 +263,8 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Any) -> M
     )
     install_error_handlers(server.app, spec)
     describe_bodies(server.app)
+    if settings.demo:
+        install_demo_page(server.app)
     return server
 
 

@@ -62,6 +62,7 @@ class Settings:
     low_confidence: float = 0.5
     poll_interval: float = 0.0
     metrics_dir: Path | None = None
+    demo: bool = True
     fast_queue: bool = False
     log_level: str = "info"
 
@@ -117,6 +118,10 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
     "fast_queue": (
         _bool,
         "ask LitServe for its ZeroMQ result transport (no effect with LitServe 0.2.19, which drops it)",
+    ),
+    "demo": (
+        _bool,
+        "serve the demo page at / (draw or upload a digit; it calls /predict, with the API key if set)",
     ),
     "log_level": (str, "debug, info, warning or error"),
 }

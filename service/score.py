@@ -14,7 +14,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,10 +148,18 @@ def score(source: BatchSource, backend: Backend, writer: ResultWriter, progress:
     summary = Summary()
     source.start()
     started = time.perf_counter()
-    with tqdm(total=len(source.items), unit="img", disable=not progress, smoothing=0.1) as bar:
+    # Rows of one batch are formatted and written while the backend computes the next (it releases
+    # the GIL); one batch in flight keeps the file in input order.
+    written: Future[None] | None = None
+    with (
+        tqdm(total=len(source.items), unit="img", disable=not progress, smoothing=0.1) as bar,
+        ThreadPoolExecutor(1, thread_name_prefix="results") as output,
+    ):
         for batch, pixels, errors in source:
             probabilities = backend.predict(pixels[:, None]) if len(pixels) else None
-            writer.write(batch, probabilities, errors)
+            if written is not None:
+                written.result()
+            written = output.submit(writer.write, batch, probabilities, errors)
             summary.scored += len(batch)
             summary.errors += sum(error is not None for error in errors)
             if probabilities is not None:
@@ -160,6 +168,8 @@ def score(source: BatchSource, backend: Backend, writer: ResultWriter, progress:
                 if all(label is not None for label in labels):
                     np.add.at(summary.confusion, (np.array(labels, dtype=int), probabilities.argmax(1)), 1)
             bar.update(len(batch))
+        if written is not None:
+            written.result()
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -40,41 +40,52 @@ class ResultWriter:
 
     def write(self, items: list[Item], probabilities: np.ndarray | None, errors: list[str | None]) -> None:
         """One row per item, in order; ``probabilities`` has a row for each item whose error is None."""
+        columns = self._column_values(items, probabilities, errors)
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n") if self.fmt == "csv" else None
-        good = 0
-        for item, error in zip(items, errors, strict=True):
-            row: dict[str, object] = {"id": item.id}
-            if error is None:
-                assert probabilities is not None
-                p = probabilities[good]
-                good += 1
-                row["digit"] = int(p.argmax())
-                row["confidence"] = float(p.max())
-                if self.probabilities:
-                    row.update({f"p{d}": float(v) for d, v in enumerate(p)})
-            if self.labelled:
-                row["label"] = item.label
-            row["error"] = error
-            if writer is None:
-                buffer.write(json.dumps({k: v for k, v in row.items() if v is not None}) + "\n")
-            else:
-                writer.writerow([_cell(row.get(column)) for column in self.columns])
+        if self.fmt == "csv":
+            csv.writer(buffer, lineterminator="\n").writerows(zip(*columns.values(), strict=True))
+        else:
+            names = list(columns)
+            for values in zip(*columns.values(), strict=True):
+                row = {k: v for k, v in zip(names, values, strict=True) if v is not None}
+                buffer.write(json.dumps(row) + "\n")
         self.handle.write(buffer.getvalue())  # a batch at a time: a kill leaves at most one partial line
         self.handle.flush()
+
+    def _column_values(
+        self, items: list[Item], probabilities: np.ndarray | None, errors: list[str | None]
+    ) -> dict[str, list[object]]:
+        """Every column of the batch as one list (vectorised: this runs for every image scored)."""
+        good = [i for i, error in enumerate(errors) if error is None]
+        text = self.fmt == "csv"  # csv writes None as "" and ints as digits; floats need 9 digits (float32)
+
+        def spread(values: list[object]) -> list[object]:
+            if len(good) == len(items):
+                return values
+            full: list[object] = [None] * len(items)
+            for row, value in zip(good, values, strict=True):
+                full[row] = value
+            return full
+
+        def floats(values: np.ndarray) -> list[object]:
+            return [format(v, ".9g") for v in values.tolist()] if text else values.tolist()
+
+        values: dict[str, list[object]] = {"id": [item.id for item in items]}
+        scored = probabilities if probabilities is not None else np.zeros((0, 10), np.float32)
+        values["digit"] = spread(scored.argmax(1).tolist())
+        values["confidence"] = spread(floats(scored.max(1)))
+        if self.probabilities:
+            for digit in range(10):
+                values[f"p{digit}"] = spread(floats(scored[:, digit]))
+        if self.labelled:
+            values["label"] = [item.label for item in items]
+        values["error"] = list(errors)
+        return values
 
     def close(self) -> None:
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return format(value, ".9g")  # enough digits to reproduce a float32 exactly
-    return str(value)
 
 
 def _columns(probabilities: bool, labelled: bool) -> list[str]:

@@ -7,7 +7,7 @@ Medians of --runs runs. Also the raw backend throughput per batch size.
 
     .venv/bin/python benchmarks/serving.py                       # full: c = 1, 16, 64, 256; 3 runs of 5 s
     .venv/bin/python benchmarks/serving.py --quick               # c = 64, one run of 3 s per cell
-    .venv/bin/python benchmarks/serving.py --server-args "--api-servers 2 --fast-queue true"
+    .venv/bin/python benchmarks/serving.py --server-args "--api-servers 2"
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The LitAPI that runs in each inference worker: batch already-validated pixels through a backend.
 
 Requests are decoded and validated in the API server processes (``service.routes``) before they are
-queued, so nothing that reaches a batch can fail for one request and take the others down with it.
-A request may carry several images: ``predict`` concatenates every request's images into one
-backend call and splits the probabilities back, one array per request, in order.
+sent, so nothing that reaches a batch can fail for one request and take the others down with it.
+``service.worker_loop`` collects the jobs and calls ``predict`` with every job's images in one array;
+this class owns the model: loading, warm-up, hot reload, and the inference metrics.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import litserve as ls
 import numpy as np
@@ -29,13 +29,6 @@ from service.repository import ModelVersion
 log = logging.getLogger(__name__)
 GPU_SAMPLE_INTERVAL_S = 5.0
 PR_SET_PDEATHSIG = 1
-
-
-class Job(NamedTuple):
-    """What an API server queues: validated uint8 pixels [n, 1, 28, 28] and when it was admitted."""
-
-    pixels: np.ndarray
-    admitted_at: float  # time.monotonic(): one clock for every process on the machine
 
 
 @dataclass(frozen=True)
@@ -95,11 +88,6 @@ class Serving:
 
     model: ModelVersion
     backend: Backend
-
-
-class Answer(NamedTuple):
-    probabilities: np.ndarray  # [n, 10] for one request's n images
-    version: str  # the model version that computed them
 
 
 class DigitAPI(ls.LitAPI):
@@ -165,36 +153,30 @@ class DigitAPI(ls.LitAPI):
             backend.provider,
         )
 
-    def decode_request(self, request: Job, **kwargs: Any) -> Job:
-        return request
-
-    def batch(self, inputs: list[Job]) -> list[Job]:
-        return inputs
-
-    def predict(self, jobs: list[Job], **kwargs: Any) -> list[Answer]:
+    def predict(  # called by service.worker_loop, not by LitServe's own loops
+        self, pixels: np.ndarray, admitted_at: np.ndarray, images_per_job: np.ndarray
+    ) -> tuple[np.ndarray, str]:
+        """Probabilities for a batch of jobs' images (concatenated), and the version that computed them."""
         serving = self.serving  # one read: a reload between batches never splits a batch
         assert serving is not None and self.metrics is not None, "setup() has not run"
         started = time.monotonic()
-        counts = [len(job.pixels) for job in jobs]
-        pixels = jobs[0].pixels if len(jobs) == 1 else np.concatenate([job.pixels for job in jobs])
         probabilities = serving.backend.predict(pixels)
         finished = time.monotonic()
-        self._observe(jobs, started, finished, probabilities, serving.backend.device)
-        version = serving.model.version
-        return [Answer(part, version) for part in np.split(probabilities, np.cumsum(counts)[:-1])]
+        self._observe(admitted_at, started, finished, probabilities, serving.backend.device)
+        return probabilities, serving.model.version
 
     def _observe(
-        self, jobs: list[Job], started: float, finished: float, probabilities: np.ndarray, device: str
+        self, admitted_at: np.ndarray, started: float, finished: float, probabilities: np.ndarray, device: str
     ) -> None:
         metrics = self.metrics
         assert metrics is not None
-        for job in jobs:
-            metrics.queue_wait.observe(started - job.admitted_at)
+        for waited in (started - admitted_at).tolist():
+            metrics.queue_wait.observe(waited)
         metrics.inference.observe(finished - started)
         if device.startswith("cuda") and finished >= self._next_gpu_sample:
             self._next_gpu_sample = finished + GPU_SAMPLE_INTERVAL_S
             metrics.gpu_memory.labels(device).set(gpu_memory_used(device))
-        metrics.batch_requests.observe(len(jobs))
+        metrics.batch_requests.observe(len(admitted_at))
         metrics.batch_images.observe(len(probabilities))
         metrics.images.inc(len(probabilities))
         digits = probabilities.argmax(1)
@@ -206,12 +188,6 @@ class DigitAPI(ls.LitAPI):
         low = int((confidence < self.config.low_confidence).sum())
         if low:
             metrics.low_confidence.inc(low)
-
-    def unbatch(self, output: list[Answer]) -> list[Answer]:
-        return output
-
-    def encode_response(self, output: Answer, **kwargs: Any) -> Answer:
-        return output
 
 
 def _info_labels(serving: Serving) -> tuple[str, str, str, str, str]:

@@ -2,8 +2,8 @@
 
 This is a LitServe spec, the extension point LitServe offers for owning routes: each handler turns
 the body into validated pixels *before* the request joins a batch (so one bad request can never fail
-the others), admits it against the queue limit, hands it to LitServe's request queue, and waits for
-its probabilities with a deadline.
+the others), admits it against the queue limit, hands it to an inference worker (``service.dispatch``)
+and waits for its probabilities with a deadline.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import contextlib
 import hmac
 import multiprocessing as mp
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +22,14 @@ import numpy as np
 import orjson
 from fastapi import Request, Response
 from litserve.specs.base import LitSpec
-from litserve.utils import LitAPIStatus, ResponseBufferItem
 from starlette.datastructures import UploadFile
 
-from service.api import Answer, Job, runtime_records
+from service.api import runtime_records
+from service.dispatch import Answer, WorkerPool
 from service.errors import (
     BadRequest,
     NotFound,
     PayloadTooLarge,
-    QueueTimeout,
     ServiceError,
     Unauthorized,
     Unavailable,
@@ -50,11 +48,10 @@ from service.protocol import (
     v2_infer_body,
 )
 from service.repository import ModelVersion
+from service.worker_loop import worker_sockets
 
 SERVER_NAME = "mnist-serving"
 RUNTIME_CACHE_S = 5.0
-WORKER_CHECK_S = 1.0
-WORKER_KEY_PREFIX = "predict_"  # LitServe names worker status entries "<last path segment>_<worker id>"
 
 
 @dataclass(frozen=True)
@@ -66,6 +63,7 @@ class RouteConfig:
     request_timeout: float
     api_key: str | None
     metrics_dir: Path
+    socket_dir: Path  # where the inference workers listen (service.worker_loop)
     main_pid: int
     server_version: str
 
@@ -79,7 +77,7 @@ class InferenceSpec(LitSpec):
         self.admitted = mp.get_context("fork").Value("i", 0)
         self._metrics: Metrics | None = None
         self._runtime_cache: tuple[float, dict[str, str]] | None = None
-        self._worker_watch: asyncio.Task[None] | None = None
+        self._workers: WorkerPool | None = None
         model = config.model
         for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
             self.add_endpoint(prefix, self.model_metadata, ["GET"])
@@ -95,7 +93,7 @@ class InferenceSpec(LitSpec):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["admitted"] = None  # only the API servers admit requests; workers never need the counter
-        state["_worker_watch"] = None
+        state["_workers"] = None
         return state
 
     # LitSpec hooks: the worker receives already-decoded Jobs and returns arrays untouched.
@@ -154,33 +152,16 @@ class InferenceSpec(LitSpec):
             )
         return self._runtime_cache[1]
 
-    def _worker_statuses(self) -> dict[str, str]:
-        try:
-            return dict(self._server.workers_setup_status) if self._server is not None else {}
-        except (OSError, EOFError, BrokenPipeError):  # the manager is gone: we are shutting down
-            return {}
-
-    async def _fail_requests_of_dead_workers(self) -> None:
-        """Answer 503 at once for requests a dead worker had taken. LitServe's monitor does this only in
-        the main process's buffer, but with API-server processes the requests wait in their own."""
-        while True:
-            await asyncio.sleep(WORKER_CHECK_S)
-            statuses = await asyncio.to_thread(self._worker_statuses)
-            for item in list(self.response_buffer.values()):
-                if item.worker_id is None or item.event.is_set():
-                    continue
-                if statuses.get(f"{WORKER_KEY_PREFIX}{item.worker_id}", "ready") != "ready":
-                    item.response = (None, LitAPIStatus.ERROR)
-                    item.event.set()
-
     def _is_ready(self) -> bool:
         server = self._server
         if server is None or not getattr(server, "workers_setup_status", None):
             return False
         try:
-            return all(status == "ready" for status in server.workers_setup_status.values())
+            workers_ready = all(status == "ready" for status in server.workers_setup_status.values())
         except (OSError, EOFError, BrokenPipeError):  # the manager is gone: we are shutting down
             return False
+        # Workers report "ready" just before they start listening.
+        return workers_ready and bool(worker_sockets(self.config.socket_dir))
 
     @contextlib.contextmanager
     def _admission(self) -> Iterator[None]:
@@ -203,29 +184,10 @@ class InferenceSpec(LitSpec):
                 admitted.value -= 1
 
     async def _infer(self, pixels: np.ndarray) -> Answer:
-        """Queue validated pixels for the workers and wait for their answer (call within _admission)."""
-        if self._worker_watch is None:  # one per API-server process, started on its event loop
-            self._worker_watch = asyncio.get_running_loop().create_task(self._fail_requests_of_dead_workers())
-        uid = uuid.uuid4()
-        event = asyncio.Event()
-        self.response_buffer[uid] = ResponseBufferItem(event=event)
-        try:
-            self.request_queue.put_nowait(
-                (self.response_queue_id, uid, time.monotonic(), Job(pixels, time.monotonic()))
-            )
-            try:
-                await asyncio.wait_for(event.wait(), timeout=self.config.request_timeout or None)
-            except TimeoutError as error:
-                raise QueueTimeout(f"no answer within {self.config.request_timeout:g} s") from error
-            response, status = self.response_buffer[uid].response
-        finally:
-            self.response_buffer.pop(uid, None)
-        if status != LitAPIStatus.OK:
-            if getattr(response, "status_code", None) == 504:
-                raise QueueTimeout("request waited in the queue longer than the request timeout")
-            # The worker died or failed mid-batch (LitServe restarts it): safe for the client to retry.
-            raise Unavailable("inference worker failed; retry", reason="worker_failed")
-        return response
+        """Send validated pixels to a worker and wait for its answer (call within _admission)."""
+        if self._workers is None:  # per API-server process: its connections belong to its event loop
+            self._workers = WorkerPool(self.config.socket_dir)
+        return await self._workers.infer(pixels, time.monotonic(), self.config.request_timeout or None)
 
     def _model_payload(self, version: str) -> dict[str, str]:
         return {**self.model_payload, "version": version, "device": self._runtime()["device"]}

@@ -12,9 +12,11 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 from importlib import metadata as package_metadata
+from pathlib import Path
 from typing import Any
 
 import litserve as ls
@@ -34,6 +36,7 @@ from service.protocol import Limits
 from service.repository import ModelVersion, resolve
 from service.routes import InferenceSpec, RouteConfig
 from service.settings import Settings
+from service.worker_loop import SocketLoop
 
 log = logging.getLogger("mnist-serve")
 
@@ -219,7 +222,7 @@ def check_model(settings: Settings) -> ModelVersion:
     return model
 
 
-def build_server(settings: Settings, model: ModelVersion, metrics_dir: Any) -> MnistServer:
+def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, socket_dir: Path) -> MnistServer:
     cores = os.cpu_count() or 1
     worker = WorkerConfig(
         model=model,
@@ -241,12 +244,23 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Any) -> M
             request_timeout=settings.request_timeout,
             api_key=settings.api_key,
             metrics_dir=metrics_dir,
+            socket_dir=socket_dir,
             main_pid=os.getpid(),
             server_version=package_metadata.version("mnist-serving"),
         )
     )
+    loop = SocketLoop(
+        socket_dir,
+        max_jobs=settings.max_batch_size,
+        batch_timeout=settings.batch_timeout,
+        request_timeout=settings.request_timeout,
+    )
     api = DigitAPI(
-        worker, max_batch_size=settings.max_batch_size, batch_timeout=settings.batch_timeout, spec=spec
+        worker,
+        max_batch_size=settings.max_batch_size,
+        batch_timeout=settings.batch_timeout,
+        spec=spec,
+        loop=loop,
     )
     accelerator, devices = _accelerator(settings.device)
     server = MnistServer(
@@ -255,7 +269,6 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Any) -> M
         devices=devices,
         workers_per_device=settings.workers,
         timeout=settings.request_timeout or False,
-        fast_queue=settings.fast_queue,
         restart_workers=True,
         model_metadata={"name": model.name, "version": model.version, "backend": settings.backend},
         middlewares=[(RequestObserver, {"spec": spec, "max_bytes": settings.max_request_bytes})],
@@ -270,11 +283,12 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Any) -> M
 
 def serve(settings: Settings) -> int:
     metrics_dir = prepare_directory(settings.metrics_dir)
+    socket_dir = Path(tempfile.mkdtemp(prefix="mnist-"))  # short: a socket path must fit in 108 bytes
     try:
         check_listen_address(settings)
         model = check_model(settings)
         log.info("model %s version %s verified (%s)", model.name, model.version, model.folder)
-        server = build_server(settings, model, metrics_dir)
+        server = build_server(settings, model, metrics_dir, socket_dir)
         main_pid = os.getpid()
 
         def on_signal(signum: int, frame: Any) -> None:
@@ -291,6 +305,7 @@ def serve(settings: Settings) -> int:
             generate_client_file=False,
         )
     finally:
+        remove_directory(socket_dir)
         if settings.metrics_dir is None:
             remove_directory(metrics_dir)
     return 0

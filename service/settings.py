@@ -49,7 +49,7 @@ class Settings:
     backend: str = "onnx"
     device: str = "auto"
     max_batch_size: int = 64
-    batch_timeout: float = 0.002
+    batch_timeout: float = 0.0
     workers: int = 1
     api_servers: int = 1
     max_request_bytes: int = 8 * 1024 * 1024
@@ -63,7 +63,6 @@ class Settings:
     poll_interval: float = 0.0
     metrics_dir: Path | None = None
     demo: bool = True
-    fast_queue: bool = False
     log_level: str = "info"
 
 
@@ -82,7 +81,8 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_batch_size": (_positive_int, "most requests one inference call combines; larger = more throughput"),
     "batch_timeout": (
         _non_negative_float,
-        "seconds a worker waits to fill a batch; adds up to this much latency",
+        "seconds a worker waits for more jobs before computing a batch; 0 computes at once and batches "
+        "whatever arrived meanwhile (batches grow with load)",
     ),
     "workers": (_positive_int, "inference worker processes per device; each holds one copy of the model"),
     "api_servers": (_positive_int, "HTTP front-end processes that decode, validate and encode"),
@@ -114,10 +114,6 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
     "metrics_dir": (
         Path,
         "Prometheus multiprocess folder (emptied at start); default: a fresh temporary folder",
-    ),
-    "fast_queue": (
-        _bool,
-        "ask LitServe for its ZeroMQ result transport (no effect with LitServe 0.2.19, which drops it)",
     ),
     "demo": (
         _bool,

@@ -18,10 +18,8 @@ def test_flags_beat_environment_beats_defaults() -> None:
     assert load_settings([], {}).port == 8000
     assert load_settings([], {"MNIST_PORT": "9001"}).port == 9001
     assert load_settings(["--port", "9002"], {"MNIST_PORT": "9001"}).port == 9002
-    settings = load_settings(
-        [], {"MNIST_FAST_QUEUE": "true", "MNIST_BATCH_TIMEOUT": "0.01", "MNIST_API_KEY": "k"}
-    )
-    assert settings.fast_queue is True and settings.batch_timeout == 0.01 and settings.api_key == "k"
+    settings = load_settings([], {"MNIST_WORKERS": "2", "MNIST_BATCH_TIMEOUT": "0.01", "MNIST_API_KEY": "k"})
+    assert settings.workers == 2 and settings.batch_timeout == 0.01 and settings.api_key == "k"
     assert load_settings([], {"MNIST_API_KEY": ""}).api_key is None
 
 

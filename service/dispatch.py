@@ -1,0 +1,156 @@
+"""The API server's side of the hand-off: send validated pixels to a worker, await its answer.
+
+Each API-server process connects to every inference worker's Unix socket (``service.worker_loop``).
+Jobs submitted during one turn of the event loop go to a worker as one frame; the worker's answer
+frame resolves their futures. A worker that dies closes its socket, and every job it held fails at
+once with a 503 the client may retry; replacement workers are picked up by a periodic scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import typing
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from service import wire
+from service.errors import QueueTimeout, Unavailable
+from service.worker_loop import worker_sockets
+
+log = logging.getLogger(__name__)
+SCAN_INTERVAL_S = 0.5
+
+
+class Answer(NamedTuple):
+    probabilities: np.ndarray  # [n, 10] for one request's n images
+    version: str  # the model version that computed them
+
+
+class WorkerConnection(asyncio.Protocol):
+    """One API server's connection to one worker: outgoing jobs are coalesced per loop turn."""
+
+    def __init__(self, pool: WorkerPool, path: Path) -> None:
+        self.pool = pool
+        self.path = path
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiting: dict[int, asyncio.Future[Answer]] = {}
+        self.images_in_flight = 0
+        self._outgoing: list[tuple[int, np.ndarray, float]] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def submit(self, job_id: int, pixels: np.ndarray, admitted_at: float) -> asyncio.Future[Answer]:
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self.waiting[job_id] = future
+        self.images_in_flight += len(pixels)
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append((job_id, pixels, admitted_at))
+        return future
+
+    def forget(self, job_id: int, images: int) -> None:
+        """The client stopped waiting (timeout or disconnect); a late answer is dropped."""
+        if self.waiting.pop(job_id, None) is not None:
+            self.images_in_flight -= images
+
+    def _flush(self) -> None:
+        jobs, self._outgoing = self._outgoing, []
+        if self.transport is None or self.transport.is_closing():
+            return  # connection_lost fails these jobs
+        ids, pixels, admitted = zip(*jobs, strict=True)
+        self.transport.write(wire.encode_request(list(ids), list(pixels), list(admitted)))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        for payload in wire.split_frames(self.buffer):
+            self._resolve(wire.decode_answer(payload))
+
+    def _resolve(self, frame: wire.AnswerFrame) -> None:
+        start = 0
+        for job_id, images, status in frame.entries.tolist():
+            future = self.waiting.pop(job_id, None)
+            if status == wire.Status.OK:
+                rows, start = frame.probabilities[start : start + images], start + images
+            if future is None or future.done():
+                continue
+            self.images_in_flight -= images
+            if status == wire.Status.OK:
+                future.set_result(Answer(rows, frame.version))
+            elif status == wire.Status.EXPIRED:
+                future.set_exception(QueueTimeout("waited in the queue longer than the request timeout"))
+            else:
+                future.set_exception(Unavailable("inference failed for this batch; retry", "worker_failed"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pool.lost(self)
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(Unavailable("inference worker failed; retry", reason="worker_failed"))
+        self.waiting.clear()
+
+
+class WorkerPool:
+    """Every worker this API server is connected to; jobs go to the least busy one."""
+
+    def __init__(self, socket_dir: Path) -> None:
+        self.socket_dir = socket_dir
+        self.connections: dict[Path, WorkerConnection] = {}
+        self._ids = itertools.count(1)
+        self._scanner: asyncio.Task[None] | None = None
+        self._scanning: asyncio.Lock | None = None  # created on the event loop that uses it
+
+    async def infer(self, pixels: np.ndarray, admitted_at: float, timeout: float | None) -> Answer:
+        if self._scanner is None:  # one per API-server process, started on its event loop
+            self._scanner = asyncio.get_running_loop().create_task(self._scan_forever())
+        if not self.connections:
+            await self.scan()
+            if not self.connections:
+                raise Unavailable("no inference worker is ready yet; retry")
+        connection = min(self.connections.values(), key=lambda c: c.images_in_flight)
+        job_id = next(self._ids)
+        future = connection.submit(job_id, pixels, admitted_at)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as error:
+            raise QueueTimeout(f"no answer within {timeout:g} s") from error
+        finally:
+            connection.forget(job_id, len(pixels))
+
+    def lost(self, connection: WorkerConnection) -> None:
+        if self.connections.get(connection.path) is connection:
+            del self.connections[connection.path]
+            log.warning("lost inference worker %s", connection.path.name)
+
+    async def scan(self) -> None:
+        """Connect to workers that appeared since the last scan; remove sockets nobody listens on.
+        Concurrent callers wait for the same scan, so none sees a half-connected pool."""
+        if self._scanning is None:
+            self._scanning = asyncio.Lock()
+        async with self._scanning:
+            loop = asyncio.get_running_loop()
+            for path in worker_sockets(self.socket_dir):
+                if path in self.connections:
+                    continue
+                try:
+                    _, protocol = await loop.create_unix_connection(
+                        functools.partial(WorkerConnection, self, path), str(path)
+                    )
+                    self.connections[path] = protocol
+                except ConnectionRefusedError:  # its worker died; workers publish only listening sockets
+                    path.unlink(missing_ok=True)
+                except OSError as error:
+                    log.debug("cannot connect to %s: %s", path, error)
+
+    async def _scan_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SCAN_INTERVAL_S)
+            with contextlib.suppress(Exception):
+                await self.scan()

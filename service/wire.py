@@ -1,0 +1,107 @@
+"""The frames API servers and inference workers exchange over their Unix sockets.
+
+Each frame carries every job one side has ready, so one system call moves a whole batch:
+
+    request frame   u32 length | u32 jobs | jobs x (u64 id, u32 images, f64 admitted_at) | uint8 pixels
+    answer frame    u32 length | u32 jobs | jobs x (u64 id, u32 images, u8 status) | u16 n | version (n
+                    bytes, UTF-8) | float32 probabilities of the OK jobs, in job order
+
+Fixed little-endian layouts read with numpy: no pickle crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+IMAGE_BYTES = 28 * 28
+CLASSES = 10
+LENGTH = struct.Struct("<I")
+COUNT = struct.Struct("<I")
+VERSION_LENGTH = struct.Struct("<H")
+REQUEST_ENTRY = np.dtype([("id", "<u8"), ("images", "<u4"), ("admitted_at", "<f8")])
+ANSWER_ENTRY = np.dtype([("id", "<u8"), ("images", "<u4"), ("status", "u1")])
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    EXPIRED = 1  # waited longer than the request timeout: not computed, the client already gave up
+    FAILED = 2  # the backend raised for this batch
+
+
+@dataclass
+class RequestFrame:
+    entries: np.ndarray  # REQUEST_ENTRY records
+    pixels: np.ndarray  # uint8 [sum(images), 1, 28, 28]
+
+
+@dataclass
+class AnswerFrame:
+    entries: np.ndarray  # ANSWER_ENTRY records
+    version: str
+    probabilities: np.ndarray  # float32 [images of the OK entries, 10]
+
+
+def encode_request(ids: list[int], pixels: list[np.ndarray], admitted_at: list[float]) -> bytes:
+    entries = np.empty(len(ids), REQUEST_ENTRY)
+    entries["id"] = ids
+    entries["images"] = [len(p) for p in pixels]
+    entries["admitted_at"] = admitted_at
+    return _frame(COUNT.pack(len(ids)), entries.tobytes(), *(np.ascontiguousarray(p).data for p in pixels))
+
+
+def decode_request(payload: memoryview) -> RequestFrame:
+    entries, offset = _entries(payload, REQUEST_ENTRY)
+    pixels = np.frombuffer(payload, np.uint8, offset=offset).reshape(-1, 1, 28, 28)
+    if len(pixels) != int(entries["images"].sum()):
+        raise ValueError("request frame: pixel count does not match its entries")
+    return RequestFrame(entries, pixels)
+
+
+def encode_answer(entries: np.ndarray, version: str, probabilities: np.ndarray) -> bytes:
+    label = version.encode()
+    return _frame(
+        COUNT.pack(len(entries)),
+        entries.tobytes(),
+        VERSION_LENGTH.pack(len(label)),
+        label,
+        np.ascontiguousarray(probabilities, np.float32).data,
+    )
+
+
+def decode_answer(payload: memoryview) -> AnswerFrame:
+    entries, offset = _entries(payload, ANSWER_ENTRY)
+    (length,) = VERSION_LENGTH.unpack_from(payload, offset)
+    offset += VERSION_LENGTH.size
+    version = bytes(payload[offset : offset + length]).decode()
+    probabilities = np.frombuffer(payload, np.float32, offset=offset + length).reshape(-1, CLASSES)
+    return AnswerFrame(entries, version, probabilities)
+
+
+def split_frames(buffer: bytearray) -> list[memoryview]:
+    """Remove every complete frame from the front of ``buffer``; a partial one stays for the next read."""
+    frames = []
+    offset = 0
+    while len(buffer) - offset >= LENGTH.size:
+        (length,) = LENGTH.unpack_from(buffer, offset)
+        end = offset + LENGTH.size + length
+        if end > len(buffer):
+            break
+        frames.append(memoryview(bytes(buffer[offset + LENGTH.size : end])))
+        offset = end
+    del buffer[:offset]
+    return frames
+
+
+def _entries(payload: memoryview, dtype: np.dtype) -> tuple[np.ndarray, int]:
+    (count,) = COUNT.unpack_from(payload, 0)
+    end = COUNT.size + count * dtype.itemsize
+    return np.frombuffer(payload[COUNT.size : end], dtype), end
+
+
+def _frame(*parts: bytes | memoryview) -> bytes:
+    body = b"".join(parts)
+    return LENGTH.pack(len(body)) + body

@@ -1,0 +1,228 @@
+"""The inference worker's loop: read jobs from the API servers' sockets, batch them, answer in one frame.
+
+LitServe 0.2.19 moves each request through a ``multiprocessing.Manager`` queue (a round trip through
+the manager process per put and per get, plus a start message per request) and its batching loop polls
+that queue. Those hand-offs cost more than batching saved, so this loop, plugged in through LitServe's
+``loop`` extension point, replaces them: every worker listens on its own Unix socket, the API servers
+connect to it, and each side sends everything it has ready as one frame (``service.wire``). Jobs that
+arrive while a batch is computed form the next batch, so batches grow with load without any timer.
+
+If a worker dies, its sockets close and the API servers fail its requests at once (no lock or queue
+is shared that a killed process could leave broken); LitServe's monitor starts a replacement, which
+listens on a new socket the API servers pick up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from litserve.loops.base import _BaseLoop
+
+from service import wire
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 1 << 20
+SEND_TIMEOUT_S = 10.0  # an API server that stops reading for this long is dropped, not waited for
+SOCKET_PREFIX = "worker-"
+
+
+def socket_path(folder: Path, worker_id: int, pid: int) -> Path:
+    return folder / f"{SOCKET_PREFIX}{worker_id}-{pid}.sock"
+
+
+def worker_sockets(folder: Path) -> list[Path]:
+    return sorted(folder.glob(f"{SOCKET_PREFIX}*.sock"))
+
+
+@dataclass
+class Pending:
+    """Jobs read from one API-server connection and not yet answered."""
+
+    connection: socket.socket
+    entries: list[np.ndarray] = field(default_factory=list)
+    pixels: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """Up to ``max_jobs`` jobs from any connections, in arrival order."""
+
+    sources: list[tuple[socket.socket, np.ndarray]]  # (connection, its REQUEST_ENTRY records)
+    pixels: np.ndarray
+
+
+class SocketLoop(_BaseLoop):
+    """A LitServe loop whose requests come from Unix sockets instead of LitServe's queues."""
+
+    def __init__(self, socket_dir: Path, max_jobs: int, batch_timeout: float, request_timeout: float) -> None:
+        super().__init__()
+        self.socket_dir = socket_dir
+        self.max_jobs = max_jobs
+        self.batch_timeout = batch_timeout
+        self.request_timeout = request_timeout
+
+    def __call__(self, lit_api: Any, device: str, worker_id: int, *_litserve_queues: Any) -> None:
+        selector = selectors.DefaultSelector()
+        listener = self._listen(worker_id)
+        selector.register(listener, selectors.EVENT_READ)
+        buffers: dict[socket.socket, bytearray] = {}
+        pending: dict[socket.socket, Pending] = {}
+        log.info(
+            "worker %d listening on %s", os.getpid(), socket_path(self.socket_dir, worker_id, os.getpid())
+        )
+        while True:
+            timeout = None if not pending else 0.0
+            self._read(selector, listener, buffers, pending, timeout)
+            if pending and self.batch_timeout > 0 and _job_count(pending) < self.max_jobs:
+                deadline = time.monotonic() + self.batch_timeout
+                while _job_count(pending) < self.max_jobs and (left := deadline - time.monotonic()) > 0:
+                    self._read(selector, listener, buffers, pending, left)
+            for batch in self._batches(pending):
+                self._answer(lit_api, batch, selector, buffers)
+
+    def _listen(self, worker_id: int) -> socket.socket:
+        """Listen on a fresh socket, published by rename only once it accepts connections."""
+        for stale in self.socket_dir.glob(f"{SOCKET_PREFIX}{worker_id}-*.sock"):  # a predecessor's
+            stale.unlink(missing_ok=True)
+        final = socket_path(self.socket_dir, worker_id, os.getpid())
+        staging = final.with_suffix(".staging")
+        staging.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(staging))
+        listener.listen(256)
+        staging.rename(final)
+        return listener
+
+    def _read(
+        self,
+        selector: selectors.BaseSelector,
+        listener: socket.socket,
+        buffers: dict[socket.socket, bytearray],
+        pending: dict[socket.socket, Pending],
+        timeout: float | None,
+    ) -> None:
+        for key, _ in selector.select(timeout):
+            connection = key.fileobj
+            assert isinstance(connection, socket.socket)
+            if connection is listener:
+                accepted, _ = listener.accept()
+                accepted.settimeout(SEND_TIMEOUT_S)
+                selector.register(accepted, selectors.EVENT_READ)
+                buffers[accepted] = bytearray()
+                continue
+            try:
+                data = connection.recv(READ_CHUNK)
+            except OSError:
+                data = b""
+            if not data:  # the API server went away (shutdown or crash): nothing to answer there
+                _drop(connection, selector, buffers)
+                pending.pop(connection, None)
+                continue
+            buffer = buffers[connection]
+            buffer += data
+            for payload in wire.split_frames(buffer):
+                frame = wire.decode_request(payload)
+                jobs = pending.setdefault(connection, Pending(connection))
+                jobs.entries.append(frame.entries)
+                jobs.pixels.append(frame.pixels)
+
+    def _batches(self, pending: dict[socket.socket, Pending]) -> Iterator[Batch]:
+        """Everything pending, in batches of at most ``max_jobs`` jobs; expired jobs answered at once."""
+        sources: list[tuple[socket.socket, np.ndarray]] = []
+        pixels: list[np.ndarray] = []
+        jobs = 0
+        for connection, waiting in pending.items():
+            entries = np.concatenate(waiting.entries)
+            images = np.concatenate(waiting.pixels)
+            starts = _offsets(entries["images"])
+            for index in range(len(entries)):
+                if jobs == self.max_jobs:
+                    yield Batch(sources, np.concatenate(pixels))
+                    sources, pixels, jobs = [], [], 0
+                sources.append((connection, entries[index : index + 1]))
+                pixels.append(images[starts[index] : starts[index + 1]])
+                jobs += 1
+        pending.clear()
+        if jobs:
+            yield Batch(sources, np.concatenate(pixels))
+
+    def _answer(
+        self,
+        lit_api: Any,
+        batch: Batch,
+        selector: selectors.BaseSelector,
+        buffers: dict[socket.socket, bytearray],
+    ) -> None:
+        entries = np.concatenate([records for _, records in batch.sources])
+        answers = np.zeros(len(entries), wire.ANSWER_ENTRY)
+        answers["id"] = entries["id"]
+        answers["images"] = entries["images"]
+        keep = np.ones(len(entries), bool)
+        if self.request_timeout:
+            keep = time.monotonic() - entries["admitted_at"] <= self.request_timeout
+            answers["status"][~keep] = wire.Status.EXPIRED
+        image_keep = np.repeat(keep, entries["images"])
+        probabilities = np.zeros((0, wire.CLASSES), np.float32)
+        version = ""
+        if keep.any():
+            try:
+                probabilities, version = lit_api.predict(
+                    batch.pixels[image_keep], entries["admitted_at"][keep], entries["images"][keep]
+                )
+            except Exception:  # the backend failed this batch: its clients get a 503 and may retry
+                log.exception("inference failed for a batch of %d jobs", int(keep.sum()))
+                answers["status"][keep] = wire.Status.FAILED
+                keep[:] = False
+        self._send(batch, answers, keep, version, probabilities, selector, buffers)
+
+    def _send(
+        self,
+        batch: Batch,
+        answers: np.ndarray,
+        computed: np.ndarray,
+        version: str,
+        probabilities: np.ndarray,
+        selector: selectors.BaseSelector,
+        buffers: dict[socket.socket, bytearray],
+    ) -> None:
+        """One frame per connection, holding its jobs' answers in the order they were read."""
+        image_starts = _offsets(answers["images"] * computed)
+        by_connection: dict[socket.socket, list[int]] = {}
+        for index, (connection, _) in enumerate(batch.sources):
+            by_connection.setdefault(connection, []).append(index)
+        for connection, indexes in by_connection.items():
+            rows = [probabilities[image_starts[i] : image_starts[i + 1]] for i in indexes if computed[i]]
+            block = np.concatenate(rows) if rows else np.zeros((0, wire.CLASSES), np.float32)
+            frame = wire.encode_answer(answers[indexes], version, block)
+            try:
+                connection.sendall(frame)
+            except OSError:  # gone or stuck: its requests fail there with a 503 when the socket closes
+                _drop(connection, selector, buffers)
+
+
+def _offsets(counts: np.ndarray) -> list[int]:
+    """Where each job's images start in the concatenated array, plus the end."""
+    return [0, *np.cumsum(counts, dtype=np.int64).tolist()]
+
+
+def _job_count(pending: dict[socket.socket, Pending]) -> int:
+    return sum(len(entries) for waiting in pending.values() for entries in waiting.entries)
+
+
+def _drop(
+    connection: socket.socket, selector: selectors.BaseSelector, buffers: dict[socket.socket, Any]
+) -> None:
+    with contextlib.suppress(KeyError, ValueError):
+        selector.unregister(connection)
+    buffers.pop(connection, None)
+    connection.close()

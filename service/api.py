@@ -22,6 +22,7 @@ import litserve as ls
 import numpy as np
 
 from service.backends import Backend, load_backend
+from service.collector import tune_for_serving
 from service.metrics import Metrics
 from service.reload import ModelWatcher
 from service.repository import ModelVersion
@@ -112,6 +113,7 @@ class DigitAPI(ls.LitAPI):
         self.device = device
         self.metrics = Metrics()
         self._switch(self.config.model)
+        tune_for_serving()
         if self.config.poll_interval_s > 0:
             ModelWatcher(
                 self.config.model.folder.parent.parent,

@@ -15,6 +15,8 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,12 @@ import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import DigitAPI, WorkerConfig
 from service.backends import load_backend
+from service.collector import tune_for_serving
 from service.demo import install_demo_page
 from service.errors import NotFound, PayloadTooLarge, ServiceError, StartupError
 from service.metrics import prepare_directory, remove_directory
@@ -95,15 +99,77 @@ class RequestObserver:
             metrics.request_latency.labels(path).observe(time.perf_counter() - started)
 
 
+def service_error_response(spec: InferenceSpec, error: ServiceError) -> Response:
+    spec.metrics.rejected.labels(error.reason).inc()
+    if error.status >= 500 and not isinstance(error.headers, dict):
+        log.error("request failed: %s", error.message)
+    return _error_response(error.status, error.message, error.headers)
+
+
+def unexpected_error_response(error: Exception) -> Response:
+    log.exception("unhandled error", exc_info=error)
+    return _error_response(500, "internal server error")
+
+
+@dataclass(frozen=True)
+class _RouteLabel:
+    path: str  # what RequestObserver labels the request with, as FastAPI's matched route would
+
+
+class DirectRoutes:
+    """Send the inference routes straight to their handlers, past FastAPI's router, dependency
+    resolution and exception middleware: that machinery cost more API-server CPU per request than
+    parsing the request itself (py-spy, docs/performance.md). Every other route goes through FastAPI.
+    Sits just inside RequestObserver, so limits, metrics and error bodies are the same on both paths."""
+
+    def __init__(self, app: ASGIApp, spec: InferenceSpec) -> None:
+        self.app = app
+        self.spec = spec
+
+    def _match(self, scope: Scope) -> tuple[_RouteLabel, Any, dict[str, str]] | None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        path: str = scope["path"]
+        if path == "/predict":
+            return _RouteLabel("/predict"), self.spec.predict, {}
+        parts = path.split("/")
+        # /v2/models/{name}/infer and /v2/models/{name}/versions/{version}/infer
+        if len(parts) == 5 and parts[1:3] == ["v2", "models"] and parts[4] == "infer" and parts[3]:
+            return _RouteLabel("/v2/models/{name}/infer"), self.spec.v2_infer, {"name": parts[3]}
+        if (
+            len(parts) == 7
+            and parts[1:3] == ["v2", "models"]
+            and parts[4] == "versions"
+            and parts[6] == "infer"
+            and parts[3]
+            and parts[5]
+        ):
+            label = _RouteLabel("/v2/models/{name}/versions/{version}/infer")
+            return label, self.spec.v2_infer, {"name": parts[3], "version": parts[5]}
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        matched = self._match(scope)
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        label, handler, path_params = matched
+        scope["route"] = label
+        try:
+            response = await handler(Request(scope, receive), **path_params)
+        except ServiceError as error:
+            response = service_error_response(self.spec, error)
+        except Exception as error:
+            response = unexpected_error_response(error)
+        await response(scope, receive, send)
+
+
 def install_error_handlers(app: Any, spec: InferenceSpec) -> None:
     """One place maps every failure to ``{"error": ...}`` with its status, and counts it."""
 
     async def service_error(_: Request, error: Exception) -> Response:
         assert isinstance(error, ServiceError)
-        spec.metrics.rejected.labels(error.reason).inc()
-        if error.status >= 500 and not isinstance(error.headers, dict):
-            log.error("request failed: %s", error.message)
-        return _error_response(error.status, error.message, error.headers)
+        return service_error_response(spec, error)
 
     async def http_error(_: Request, error: Exception) -> Response:
         assert isinstance(error, StarletteHTTPException)
@@ -118,8 +184,7 @@ def install_error_handlers(app: Any, spec: InferenceSpec) -> None:
         return _error_response(422, f"invalid request: {error}")
 
     async def unexpected(_: Request, error: Exception) -> Response:
-        log.exception("unhandled error", exc_info=error)
-        return _error_response(500, "internal server error")
+        return unexpected_error_response(error)
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
@@ -132,6 +197,9 @@ class MnistServer(ls.LitServer):
 
     def __init__(self, *args: Any, drain_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # LitServe gzips every response over 1 kB. The answers are small JSON (or binary tensors) and the
+        # API server's CPU is what limits throughput, so compression would cost more than it saves.
+        self.app.user_middleware = [m for m in self.app.user_middleware if m.cls is not GZipMiddleware]
         self.uvicorn_graceful_timeout = drain_timeout
         self.drain_timeout = drain_timeout
         # A signal handler may interrupt any code, even a lock-holding Event.set() of an earlier signal,
@@ -140,6 +208,13 @@ class MnistServer(ls.LitServer):
         os.set_blocking(self._signals_write, False)
         self._stopping = threading.Lock()
         self._stopped = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        """Runs in each API-server process once its app is built (FastAPI's lifespan)."""
+        async with super().lifespan(app):
+            tune_for_serving()
+            yield
 
     def request_stop(self, signum: int, _frame: Any) -> None:
         with contextlib.suppress(BlockingIOError):  # the pipe is full only if a stop is already pending
@@ -271,7 +346,11 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, soc
         timeout=settings.request_timeout or False,
         restart_workers=True,
         model_metadata={"name": model.name, "version": model.version, "backend": settings.backend},
-        middlewares=[(RequestObserver, {"spec": spec, "max_bytes": settings.max_request_bytes})],
+        # Starlette wraps later entries around earlier ones: RequestObserver is outside DirectRoutes.
+        middlewares=[
+            (DirectRoutes, {"spec": spec}),
+            (RequestObserver, {"spec": spec, "max_bytes": settings.max_request_bytes}),
+        ],
         drain_timeout=settings.drain_timeout,
     )
     install_error_handlers(server.app, spec)
@@ -303,6 +382,7 @@ def serve(settings: Settings) -> int:
             num_api_servers=settings.api_servers,
             log_level=settings.log_level,
             generate_client_file=False,
+            access_log=settings.access_log,
         )
     finally:
         remove_directory(socket_dir)

@@ -165,10 +165,17 @@ def array_to_pixels(values: object, max_images: int) -> np.ndarray:
     Values must be whole numbers in 0..255: floats like 0.5 usually mean the client normalised the
     image already, and silently rounding them would give confident nonsense.
     """
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError) as error:
-        raise Unprocessable("pixels must be a rectangular array of numbers") from error
+    try:  # JSON integers become an integer array: no float conversion or rounding checks needed
+        array = np.array(values)
+    except (ValueError, TypeError):
+        array = None
+    if array is not None and array.dtype.kind in "USV":
+        raise Unprocessable("pixels must be numbers, not strings")
+    if array is None or array.dtype.kind not in "iubf":  # e.g. integers too big for int64
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (ValueError, TypeError) as error:
+            raise Unprocessable("pixels must be a rectangular array of numbers") from error
     return _validated_pixels(array, max_images, integral=True)
 
 
@@ -188,6 +195,10 @@ def _validated_pixels(array: np.ndarray, max_images: int, integral: bool) -> np.
         raise Unprocessable("no images in the request")
     if array.shape[0] > max_images:
         raise PayloadTooLarge(f"{array.shape[0]} images in one request; the limit is {max_images}")
+    if array.dtype.kind in "iub":
+        if array.min() < 0 or array.max() > 255:
+            raise Unprocessable("pixel values must be within 0..255")
+        return np.ascontiguousarray(array, dtype=np.uint8)
     if not np.isfinite(array).all():
         raise Unprocessable("pixels contain NaN or infinity")
     if array.min() < 0 or array.max() > 255:

@@ -9,13 +9,14 @@ LitServe's manager), and the process exits 0 with no child left behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
@@ -117,10 +118,11 @@ class _RouteLabel:
 
 
 class DirectRoutes:
-    """Send the inference routes straight to their handlers, past FastAPI's router, dependency
-    resolution and exception middleware: that machinery cost more API-server CPU per request than
-    parsing the request itself (py-spy, docs/performance.md). Every other route goes through FastAPI.
-    Sits just inside RequestObserver, so limits, metrics and error bodies are the same on both paths."""
+    """Send the inference routes straight to their handlers, past FastAPI's middleware, router,
+    dependency resolution and exception layers: that machinery cost more API-server CPU per request
+    than parsing the request itself (py-spy, docs/performance.md). Every other route goes through
+    FastAPI. Sits just inside RequestObserver, so limits, metrics and error bodies are the same on
+    both paths."""
 
     def __init__(self, app: ASGIApp, spec: InferenceSpec) -> None:
         self.app = app
@@ -164,6 +166,11 @@ class DirectRoutes:
         await response(scope, receive, send)
 
 
+def front_of_app(app: ASGIApp, spec: InferenceSpec, max_bytes: int) -> ASGIApp:
+    """What every request meets first: limits and metrics, then the direct inference routes."""
+    return RequestObserver(DirectRoutes(app, spec), spec, max_bytes)
+
+
 def install_error_handlers(app: Any, spec: InferenceSpec) -> None:
     """One place maps every failure to ``{"error": ...}`` with its status, and counts it."""
 
@@ -195,8 +202,11 @@ def install_error_handlers(app: Any, spec: InferenceSpec) -> None:
 class MnistServer(ls.LitServer):
     """LitServer with an orderly drain on SIGTERM/SIGINT and no orphaned children."""
 
-    def __init__(self, *args: Any, drain_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, drain_timeout: float, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.front = front
         # LitServe gzips every response over 1 kB. The answers are small JSON (or binary tensors) and the
         # API server's CPU is what limits throughput, so compression would cost more than it saves.
         self.app.user_middleware = [m for m in self.app.user_middleware if m.cls is not GZipMiddleware]
@@ -208,6 +218,12 @@ class MnistServer(ls.LitServer):
         os.set_blocking(self._signals_write, False)
         self._stopping = threading.Lock()
         self._stopped = False
+
+    def _prepare_app_run(self, app: Any) -> None:
+        """Put ``front`` before the whole FastAPI stack of each API server's app (its error, telemetry
+        and body-limit layers included): the inference routes need none of them."""
+        super()._prepare_app_run(app)
+        app.middleware_stack = self.front(app.build_middleware_stack())
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
@@ -346,11 +362,7 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, soc
         timeout=settings.request_timeout or False,
         restart_workers=True,
         model_metadata={"name": model.name, "version": model.version, "backend": settings.backend},
-        # Starlette wraps later entries around earlier ones: RequestObserver is outside DirectRoutes.
-        middlewares=[
-            (DirectRoutes, {"spec": spec}),
-            (RequestObserver, {"spec": spec, "max_bytes": settings.max_request_bytes}),
-        ],
+        front=functools.partial(front_of_app, spec=spec, max_bytes=settings.max_request_bytes),
         drain_timeout=settings.drain_timeout,
     )
     install_error_handlers(server.app, spec)

@@ -85,7 +85,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", default="1,16,64,256")
-    parser.add_argument("--bodies", default="json-pixels,png-upload,v2-json,v2-binary,json-64-images")
+    parser.add_argument(
+        "--bodies", default="json-pixels,png-upload,v2-json,v2-binary,json-64-images,v2-binary-64-images"
+    )
     parser.add_argument("--server-args", default="", help="extra mnist-serve flags, e.g. '--api-servers 2'")
     parser.add_argument("--quick", action="store_true", help="concurrency 64, one run of 3 s per cell")
     args = parser.parse_args()
@@ -123,7 +125,7 @@ def main() -> None:
         f"{args.server_args or '(defaults)'}; {os.cpu_count()} cores"
     )
     print(
-        f"{'body':<15} {'c':>4} {'server':<12} {'req/s':>8} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'body':<19} {'c':>4} {'server':<12} {'req/s':>8} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'non-2xx':>8} {'vs fastapi':>10}"
     )
     images_per = {b.name: b.images for b in chosen}
@@ -140,7 +142,7 @@ def main() -> None:
                 m = medians[name]
                 ratio = m["rps"] / medians["fastapi"]["rps"] if medians["fastapi"]["rps"] else float("nan")
                 print(
-                    f"{body.name:<15} {connections:>4} {name:<12} {m['rps']:>8.0f} "
+                    f"{body.name:<19} {connections:>4} {name:<12} {m['rps']:>8.0f} "
                     f"{m['rps'] * images_per[body.name]:>9.0f} {m['p50_ms']:>8.1f} {m['p99_ms']:>8.1f} "
                     f"{m['non2xx']:>8.0f} {ratio:>9.2f}x"
                 )

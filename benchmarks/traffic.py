@@ -46,18 +46,6 @@ def bodies(images: np.ndarray) -> list[Body]:
             {"name": "pixels", "datatype": "UINT8", "shape": [1, 784], "data": images[0].reshape(-1).tolist()}
         ]
     }
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "pixels",
-                    "datatype": "UINT8",
-                    "shape": [1, 784],
-                    "parameters": {"binary_data_size": 784},
-                }
-            ]
-        }
-    ).encode()
     json_type = {"Content-Type": "application/json"}
     return [
         Body("json-pixels", "/predict", json.dumps({"pixels": images[0].tolist()}).encode(), json_type, 1),
@@ -69,17 +57,20 @@ def bodies(images: np.ndarray) -> list[Body]:
             1,
         ),
         Body("v2-json", "/v2/models/mnist/infer", json.dumps(v2_json).encode(), json_type, 1),
-        Body(
-            "v2-binary",
-            "/v2/models/mnist/infer",
-            header + images[0].tobytes(),
-            {"Inference-Header-Content-Length": str(len(header))},
-            1,
-        ),
+        _v2_binary("v2-binary", images[:1]),
         Body(
             "json-64-images", "/predict", json.dumps({"pixels": images[:64].tolist()}).encode(), json_type, 64
         ),
+        _v2_binary("v2-binary-64-images", images[:64]),
     ]
+
+
+def _v2_binary(name: str, block: np.ndarray) -> Body:
+    """Open Inference Protocol v2 with Triton's binary extension: a JSON header, then raw uint8 pixels."""
+    spec = {"name": "pixels", "datatype": "UINT8", "shape": [len(block), 784]}
+    header = json.dumps({"inputs": [{**spec, "parameters": {"binary_data_size": block.size}}]}).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header))}
+    return Body(name, "/v2/models/mnist/infer", header + block.tobytes(), headers, len(block))
 
 
 def free_port() -> int:

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api import DigitAPI, WorkerConfig
 from service.backends import load_backend
 from service.collector import tune_for_serving
+from service.cpus import usable_cpus
 from service.demo import install_demo_page
 from service.errors import NotFound, PayloadTooLarge, ServiceError, StartupError
 from service.metrics import prepare_directory, remove_directory
@@ -313,8 +314,17 @@ def check_model(settings: Settings) -> ModelVersion:
     return model
 
 
+MAX_AUTO_API_SERVERS = 8  # each is a full Python process; past this, add pods instead
+
+
+def api_server_count(settings: Settings) -> int:
+    """--api-servers, or for auto one per usable CPU: one API server saturates a core with request
+    handling long before the worker does (docs/performance.md)."""
+    return settings.api_servers or min(usable_cpus(), MAX_AUTO_API_SERVERS)
+
+
 def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, socket_dir: Path) -> MnistServer:
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     worker = WorkerConfig(
         model=model,
         backend=settings.backend,
@@ -379,6 +389,11 @@ def serve(settings: Settings) -> int:
         check_listen_address(settings)
         model = check_model(settings)
         log.info("model %s version %s verified (%s)", model.name, model.version, model.folder)
+        log.info(
+            "%d API server(s), %d inference worker(s) per device",
+            api_server_count(settings),
+            settings.workers,
+        )
         server = build_server(settings, model, metrics_dir, socket_dir)
         main_pid = os.getpid()
 
@@ -391,7 +406,7 @@ def serve(settings: Settings) -> int:
         server.run(
             host=settings.host,
             port=settings.port,
-            num_api_servers=settings.api_servers,
+            num_api_servers=api_server_count(settings),
             log_level=settings.log_level,
             generate_client_file=False,
             access_log=settings.access_log,

@@ -32,6 +32,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count_or_auto(text: str) -> int:
+    """A positive count, or "auto" (stored as 0: decided from the usable CPUs at start-up)."""
+    return 0 if text.strip().lower() == "auto" else _positive_int(text)
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -51,7 +56,7 @@ class Settings:
     max_batch_size: int = 64
     batch_timeout: float = 0.0
     workers: int = 1
-    api_servers: int = 1
+    api_servers: int = 0  # 0: auto (service.server.api_server_count)
     max_request_bytes: int = 8 * 1024 * 1024
     max_images_per_request: int = 256
     max_image_pixels: int = 25_000_000
@@ -86,7 +91,11 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
         "whatever arrived meanwhile (batches grow with load)",
     ),
     "workers": (_positive_int, "inference worker processes per device; each holds one copy of the model"),
-    "api_servers": (_positive_int, "HTTP front-end processes that decode, validate and encode"),
+    "api_servers": (
+        _count_or_auto,
+        "HTTP front-end processes that decode, validate and encode; auto: one per CPU this process may "
+        "use (affinity and cgroup CPU limit), at most 8",
+    ),
     "max_request_bytes": (_positive_int, "larger request bodies get 413 before they are read"),
     "max_images_per_request": (_positive_int, "requests carrying more images get 413"),
     "max_image_pixels": (
@@ -147,6 +156,8 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             except (ValueError, argparse.ArgumentTypeError) as error:
                 parser.error(f"environment variable {env}={environ[env]!r}: {error}")
         shown = "(set, hidden)" if spec.name == "api_key" and default else default
+        if parse is _count_or_auto and default == 0:
+            shown = "auto"
         parser.add_argument(
             "--" + spec.name.replace("_", "-"),
             dest=spec.name,

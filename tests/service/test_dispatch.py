@@ -1,0 +1,115 @@
+"""The hand-off between API servers and a worker, over real Unix sockets: ``service.dispatch`` on an
+event loop here, ``service.worker_loop`` in a thread. The model is a stand-in whose answers can be
+checked exactly (the digit is a pixel value) and which fails on demand; the server process, the real
+model and worker deaths are covered by tests/integration."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.dispatch import WorkerPool
+from service.errors import QueueTimeout, Unavailable
+from service.worker_loop import SocketLoop, worker_sockets
+
+POISON = 255  # a job whose first pixel is this makes the stand-in model fail its whole batch
+
+
+class MarkedDigits:
+    """Answers digit = pixels[i, 0, 0, 1] % 10 with certainty; records the size of every batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def predict(
+        self, pixels: np.ndarray, admitted_at: np.ndarray, images_per_job: np.ndarray
+    ) -> tuple[np.ndarray, str]:
+        self.batches.append(len(images_per_job))
+        time.sleep(0.005)  # long enough for the next jobs to queue up behind this batch
+        if (pixels[:, 0, 0, 0] == POISON).any():
+            raise RuntimeError("backend failed")
+        probabilities = np.zeros((len(pixels), 10), np.float32)
+        probabilities[np.arange(len(pixels)), pixels[:, 0, 0, 1] % 10] = 1.0
+        return probabilities, "7"
+
+
+def _images(digits: list[int], first_pixel: int = 0) -> np.ndarray:
+    pixels = np.zeros((len(digits), 1, 28, 28), np.uint8)
+    pixels[:, 0, 0, 0] = first_pixel
+    pixels[:, 0, 0, 1] = digits
+    return pixels
+
+
+@pytest.fixture
+def worker() -> Iterator[tuple[Path, MarkedDigits]]:
+    folder = Path(tempfile.mkdtemp(prefix="mw-"))  # short: a socket path must fit in 108 bytes
+    model = MarkedDigits()
+    loop = SocketLoop(folder, max_jobs=4, batch_timeout=0.0, request_timeout=0.5)
+    threading.Thread(target=loop, args=(model, "cpu", 0), daemon=True).start()
+    deadline = time.monotonic() + 5
+    while not worker_sockets(folder) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker_sockets(folder), "the worker never listened"
+    yield folder, model
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_concurrent_jobs_get_their_own_rows_and_share_batches(worker: tuple[Path, MarkedDigits]) -> None:
+    folder, model = worker
+    jobs = [[i % 10] * (1 + i % 3) for i in range(24)]  # 1 to 3 images each
+
+    async def run() -> list[tuple[list[int], str]]:
+        pool = WorkerPool(folder)
+        answers = await asyncio.gather(*(pool.infer(_images(d), time.monotonic(), 5.0) for d in jobs))
+        return [(a.probabilities.argmax(1).tolist(), a.version) for a in answers]
+
+    assert asyncio.run(run()) == [(digits, "7") for digits in jobs]
+    assert sum(model.batches) == len(jobs) and max(model.batches) <= 4  # --max-batch-size holds
+    assert len(model.batches) < len(jobs)  # jobs that queued behind a batch were computed together
+
+
+def test_a_failing_batch_fails_only_its_jobs_and_the_worker_keeps_serving(
+    worker: tuple[Path, MarkedDigits],
+) -> None:
+    folder, _ = worker
+
+    async def run() -> tuple[BaseException | None, list[int]]:
+        pool = WorkerPool(folder)
+        try:
+            await pool.infer(_images([3], first_pixel=POISON), time.monotonic(), 5.0)
+            failure = None
+        except Unavailable as error:
+            failure = error
+        answer = await pool.infer(_images([4, 5]), time.monotonic(), 5.0)
+        return failure, answer.probabilities.argmax(1).tolist()
+
+    failure, digits = asyncio.run(run())
+    assert isinstance(failure, Unavailable) and failure.status == 503 and failure.reason == "worker_failed"
+    assert digits == [4, 5]
+
+
+def test_jobs_older_than_the_request_timeout_are_not_computed(worker: tuple[Path, MarkedDigits]) -> None:
+    folder, model = worker
+
+    async def run() -> None:
+        await WorkerPool(folder).infer(_images([1]), time.monotonic() - 1.0, 5.0)  # admitted 1 s ago
+
+    with pytest.raises(QueueTimeout):
+        asyncio.run(run())
+    assert model.batches == []
+
+
+def test_no_worker_is_a_503_not_a_hang(tmp_path: Path) -> None:
+    async def run() -> None:
+        await WorkerPool(tmp_path).infer(_images([1]), time.monotonic(), 5.0)
+
+    with pytest.raises(Unavailable, match="no inference worker"):
+        asyncio.run(run())

@@ -1,8 +1,9 @@
 """Serving benchmark: mnist-serve against a plain FastAPI baseline, driven by wrk, in the same run.
 
 For each server in turn (ours, then benchmarks/fastapi_baseline.py), each request body (JSON pixels,
-PNG upload, v2 JSON, v2 binary, 64-image JSON) and each concurrency, runs Debian's `wrk` with
-benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99, non-2xx and our/baseline ratio.
+PNG upload, v2 JSON, v2 binary, 64 images as JSON and as v2 binary) and each concurrency, runs
+Debian's `wrk` with benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99, non-2xx and
+our/baseline ratio.
 Medians of --runs runs. Also the raw backend throughput per batch size.
 
     .venv/bin/python benchmarks/serving.py                       # full: c = 1, 16, 64, 256; 3 runs of 5 s

@@ -90,7 +90,7 @@ def split_frames(buffer: bytearray) -> list[memoryview]:
         end = offset + LENGTH.size + length
         if end > len(buffer):
             break
-        frames.append(memoryview(bytes(buffer[offset + LENGTH.size : end])))
+        frames.append(memoryview(buffer[offset + LENGTH.size : end]))  # a slice is already a copy
         offset = end
     del buffer[:offset]
     return frames

@@ -57,7 +57,7 @@ class Pending:
 class Batch:
     """Up to ``max_jobs`` jobs from any connections, in arrival order."""
 
-    sources: list[tuple[socket.socket, np.ndarray]]  # (connection, its REQUEST_ENTRY records)
+    sources: list[tuple[socket.socket, np.ndarray]]  # (connection, REQUEST_ENTRY records of its jobs)
     pixels: np.ndarray
 
 
@@ -81,8 +81,7 @@ class SocketLoop(_BaseLoop):
             "worker %d listening on %s", os.getpid(), socket_path(self.socket_dir, worker_id, os.getpid())
         )
         while True:
-            timeout = None if not pending else 0.0
-            self._read(selector, listener, buffers, pending, timeout)
+            self._read(selector, listener, buffers, pending, None)  # wait for the next jobs
             if pending and self.batch_timeout > 0 and _job_count(pending) < self.max_jobs:
                 deadline = time.monotonic() + self.batch_timeout
                 while _job_count(pending) < self.max_jobs and (left := deadline - time.monotonic()) > 0:
@@ -137,7 +136,8 @@ class SocketLoop(_BaseLoop):
                 jobs.pixels.append(frame.pixels)
 
     def _batches(self, pending: dict[socket.socket, Pending]) -> Iterator[Batch]:
-        """Everything pending, in batches of at most ``max_jobs`` jobs; expired jobs answered at once."""
+        """Everything pending, in arrival order per connection, cut into batches of at most
+        ``max_jobs`` jobs (a batch may hold jobs of several connections)."""
         sources: list[tuple[socket.socket, np.ndarray]] = []
         pixels: list[np.ndarray] = []
         jobs = 0
@@ -145,13 +145,16 @@ class SocketLoop(_BaseLoop):
             entries = np.concatenate(waiting.entries)
             images = np.concatenate(waiting.pixels)
             starts = _offsets(entries["images"])
-            for index in range(len(entries)):
+            done = 0
+            while done < len(entries):
+                take = min(self.max_jobs - jobs, len(entries) - done)
+                sources.append((connection, entries[done : done + take]))
+                pixels.append(images[starts[done] : starts[done + take]])
+                done += take
+                jobs += take
                 if jobs == self.max_jobs:
                     yield Batch(sources, np.concatenate(pixels))
                     sources, pixels, jobs = [], [], 0
-                sources.append((connection, entries[index : index + 1]))
-                pixels.append(images[starts[index] : starts[index + 1]])
-                jobs += 1
         pending.clear()
         if jobs:
             yield Batch(sources, np.concatenate(pixels))
@@ -198,8 +201,10 @@ class SocketLoop(_BaseLoop):
         """One frame per connection, holding its jobs' answers in the order they were read."""
         image_starts = _offsets(answers["images"] * computed)
         by_connection: dict[socket.socket, list[int]] = {}
-        for index, (connection, _) in enumerate(batch.sources):
-            by_connection.setdefault(connection, []).append(index)
+        job = 0
+        for connection, records in batch.sources:
+            by_connection.setdefault(connection, []).extend(range(job, job + len(records)))
+            job += len(records)
         for connection, indexes in by_connection.items():
             rows = [probabilities[image_starts[i] : image_starts[i + 1]] for i in indexes if computed[i]]
             block = np.concatenate(rows) if rows else np.zeros((0, wire.CLASSES), np.float32)

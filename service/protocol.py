@@ -19,7 +19,8 @@ import numpy as np
 import orjson
 
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
-from service.preprocess import array_to_pixels, image_to_pixels, tensor_to_pixels
+from service.pixel_arrays import array_to_pixels, tensor_to_pixels
+from service.preprocess import image_to_pixels
 
 IMAGE_TYPES = (
     "image/png",

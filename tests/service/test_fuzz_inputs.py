@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from service.errors import ServiceError
-from service.preprocess import array_to_pixels, decode_image, image_to_pixels
+from service.pixel_arrays import array_to_pixels
+from service.preprocess import decode_image, image_to_pixels
 from service.protocol import Limits, json_to_pixels, parse_v2_infer
 
 LIMITS = Limits(max_images=8, max_pixels=4_000_000)

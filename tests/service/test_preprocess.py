@@ -8,7 +8,8 @@ from PIL import Image
 
 from service.backends import load_backend
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
-from service.preprocess import array_to_pixels, decode_image, image_to_pixels, tensor_to_pixels, to_mnist
+from service.pixel_arrays import array_to_pixels, tensor_to_pixels
+from service.preprocess import decode_image, image_to_pixels, to_mnist
 from service.repository import resolve
 from training.data import MnistArrays
 

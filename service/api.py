@@ -23,7 +23,7 @@ import numpy as np
 
 from service.backends import Backend, load_backend
 from service.collector import tune_for_serving
-from service.metrics import Metrics
+from service.metrics import Metrics, observe_many
 from service.reload import ModelWatcher
 from service.repository import ModelVersion
 
@@ -172,8 +172,7 @@ class DigitAPI(ls.LitAPI):
     ) -> None:
         metrics = self.metrics
         assert metrics is not None
-        for waited in (started - admitted_at).tolist():
-            metrics.queue_wait.observe(waited)
+        observe_many(metrics.queue_wait, started - admitted_at)
         metrics.inference.observe(finished - started)
         if device.startswith("cuda") and finished >= self._next_gpu_sample:
             self._next_gpu_sample = finished + GPU_SAMPLE_INTERVAL_S
@@ -181,12 +180,11 @@ class DigitAPI(ls.LitAPI):
         metrics.batch_requests.observe(len(admitted_at))
         metrics.batch_images.observe(len(probabilities))
         metrics.images.inc(len(probabilities))
-        digits = probabilities.argmax(1)
+        per_digit = np.bincount(probabilities.argmax(1), minlength=len(metrics.predicted_digits))
+        for digit in np.flatnonzero(per_digit).tolist():
+            metrics.predicted_digits[digit].inc(int(per_digit[digit]))
         confidence = probabilities.max(1)
-        for digit, count in zip(*np.unique(digits, return_counts=True), strict=True):
-            metrics.predictions.labels(str(digit)).inc(int(count))
-        for value in confidence:
-            metrics.confidence.observe(float(value))
+        observe_many(metrics.confidence, confidence)
         low = int((confidence < self.config.low_confidence).sum())
         if low:
             metrics.low_confidence.inc(low)

@@ -53,6 +53,9 @@ def _error_response(status: int, message: str, headers: dict[str, str] | None = 
     )
 
 
+MAX_LABEL_SETS = 1024  # methods are client-chosen: bound what a scanner can make us keep
+
+
 class RequestObserver:
     """Outermost ASGI middleware: body-size limit, and request count + latency for every response."""
 
@@ -60,6 +63,8 @@ class RequestObserver:
         self.app = app
         self.spec = spec
         self.max_bytes = max_bytes
+        # Per API-server process (this object is forked with an empty cache).
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,11 +99,19 @@ class RequestObserver:
                 return
             await self.app(scope, limited_receive, observed_send)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics = self.spec.metrics
-            metrics.requests.labels(path, scope["method"], str(status)).inc()
-            metrics.request_latency.labels(path).observe(time.perf_counter() - started)
+            path = getattr(scope.get("route"), "path", "unmatched")
+            key = (path, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:  # labels() costs a lock and a lookup: once per route, method and status
+                metrics = self.spec.metrics
+                children = (
+                    metrics.requests.labels(path, key[1], str(status)),
+                    metrics.request_latency.labels(path),
+                )
+                if len(self._children) < MAX_LABEL_SETS:
+                    self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
 def service_error_response(spec: InferenceSpec, error: ServiceError) -> Response:

@@ -1,9 +1,9 @@
 """Serving benchmark: mnist-serve against a plain FastAPI baseline, driven by wrk, in the same run.
 
-For each server in turn (ours, then benchmarks/fastapi_baseline.py), each request body (JSON pixels,
-PNG upload, v2 JSON, v2 binary, 64 images as JSON and as v2 binary) and each concurrency, runs
-Debian's `wrk` with benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99, non-2xx and
-our/baseline ratio.
+For each server in turn (ours, then benchmarks/fastapi_baseline.py, then for JSON pixels the
+tutorial endpoint benchmarks/fastapi_tutorial.py), each request body (JSON pixels, PNG upload, v2
+JSON, v2 binary, 64 images as JSON and as v2 binary) and each concurrency, runs Debian's `wrk` with
+benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99, non-2xx and our/baseline ratios.
 Medians of --runs runs. Also the raw backend throughput per batch size.
 
     .venv/bin/python benchmarks/serving.py                       # full: c = 1, 16, 64, 256; 3 runs of 5 s
@@ -36,6 +36,7 @@ from service.idx import read_idx  # noqa: E402
 from service.repository import resolve  # noqa: E402
 from training.data import ensure_mnist  # noqa: E402
 
+TUTORIAL_BODIES = ("json-pixels",)
 LUA = Path(__file__).resolve().parent / "wrk" / "post.lua"
 
 
@@ -103,6 +104,11 @@ def main() -> None:
     servers = {
         "mnist-serve": mnist_serve_command(port, *shlex.split(args.server_args)),
         "fastapi": [sys.executable, str(Path(__file__).parent / "fastapi_baseline.py"), "--port", str(port)],
+        "tutorial": [sys.executable, str(Path(__file__).parent / "fastapi_tutorial.py"), "--port", str(port)],
+    }
+    # The tutorial endpoint takes JSON pixels only (see its docstring).
+    served = {
+        name: [b for b in chosen if name != "tutorial" or b.name in TUTORIAL_BODIES] for name in servers
     }
     results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch:
@@ -111,9 +117,11 @@ def main() -> None:
             files[body.name] = Path(scratch) / f"{body.name}.body"
             files[body.name].write_bytes(body.data)
         for name, command in servers.items():
+            if not served[name]:
+                continue
             process = start(command, port)
             try:
-                for body in chosen:
+                for body in served[name]:
                     for connections in levels:
                         run_wrk(port, body, files[body.name], connections, 1)  # warm-up
                         for _ in range(args.runs):
@@ -127,25 +135,28 @@ def main() -> None:
     )
     print(
         f"{'body':<19} {'c':>4} {'server':<12} {'req/s':>8} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'non-2xx':>8} {'vs fastapi':>10}"
+        f"{'non-2xx':>8} {'vs fastapi':>10} {'vs tutorial':>11}"
     )
     images_per = {b.name: b.images for b in chosen}
     for body in chosen:
         for connections in levels:
             medians = {}
             for name in servers:
-                runs = results[(name, body.name, connections)]
-                medians[name] = {
-                    key: statistics.median(run[key] for run in runs)
-                    for key in ("rps", "p50_ms", "p99_ms", "non2xx")
-                }
-            for name in servers:
-                m = medians[name]
-                ratio = m["rps"] / medians["fastapi"]["rps"] if medians["fastapi"]["rps"] else float("nan")
+                runs = results.get((name, body.name, connections))
+                if runs:
+                    medians[name] = {
+                        key: statistics.median(run[key] for run in runs)
+                        for key in ("rps", "p50_ms", "p99_ms", "non2xx")
+                    }
+            for name, m in medians.items():
+                ratios = [
+                    f"{m['rps'] / medians[base]['rps']:.2f}x" if medians.get(base, {}).get("rps") else "-"
+                    for base in ("fastapi", "tutorial")
+                ]
                 print(
                     f"{body.name:<19} {connections:>4} {name:<12} {m['rps']:>8.0f} "
                     f"{m['rps'] * images_per[body.name]:>9.0f} {m['p50_ms']:>8.1f} {m['p99_ms']:>8.1f} "
-                    f"{m['non2xx']:>8.0f} {ratio:>9.2f}x"
+                    f"{m['non2xx']:>8.0f} {ratios[0]:>10} {ratios[1]:>11}"
                 )
     print(
         "raw backend (ONNX Runtime, this process):",

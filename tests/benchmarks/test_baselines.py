@@ -1,0 +1,43 @@
+"""The serving benchmark compares like with like: both FastAPI baselines answer as mnist-serve does."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.traffic import free_port, start, stop
+from training.data import MnistArrays
+
+from ..integration.harness import RunningServer
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _predict(port: int, image: np.ndarray) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/predict",
+        data=json.dumps({"pixels": image.tolist()}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+@pytest.mark.parametrize("script", ["fastapi_baseline.py", "fastapi_tutorial.py"])
+def test_baseline_answers_like_mnist_serve(script: str, server: RunningServer, mnist: MnistArrays) -> None:
+    port = free_port()
+    process = start([sys.executable, str(BENCHMARKS / script), "--port", str(port)], port)
+    try:
+        for image in mnist.test_images[:5]:
+            ours = _predict(server.port, image)["predictions"][0]
+            theirs = _predict(port, image)["predictions"][0]
+            assert theirs["digit"] == ours["digit"]
+            np.testing.assert_allclose(theirs["probabilities"], ours["probabilities"], atol=1e-5)
+    finally:
+        assert stop(process) is not None

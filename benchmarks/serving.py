@@ -3,8 +3,9 @@
 For each server in turn (ours, then benchmarks/fastapi_baseline.py, then for JSON pixels the
 tutorial endpoint benchmarks/fastapi_tutorial.py), each request body (JSON pixels, PNG upload, v2
 JSON, v2 binary, 64 images as JSON and as v2 binary) and each concurrency, runs Debian's `wrk` with
-benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99, non-2xx and our/baseline ratios.
-Medians of --runs runs. Also the raw backend throughput per batch size.
+benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99, non-2xx, our/baseline ratios and, for
+mnist-serve, the mean number of requests per batch (from its /metrics). Medians of --runs runs. Also
+the raw backend throughput per batch size.
 
     .venv/bin/python benchmarks/serving.py                       # full: c = 1, 16, 64, 256; 3 runs of 5 s
     .venv/bin/python benchmarks/serving.py --quick               # c = 64, one run of 3 s per cell
@@ -14,12 +15,10 @@ Medians of --runs runs. Also the raw backend throughput per batch size.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,41 +29,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.traffic import Body, bodies, free_port, mnist_serve_command, start, stop  # noqa: E402
+from benchmarks.traffic import (  # noqa: E402
+    batch_totals,
+    bodies,
+    free_port,
+    mnist_serve_command,
+    run_wrk,
+    start,
+    stop,
+)
 from service.backends import load_backend  # noqa: E402
 from service.idx import read_idx  # noqa: E402
 from service.repository import resolve  # noqa: E402
 from training.data import ensure_mnist  # noqa: E402
 
 TUTORIAL_BODIES = ("json-pixels",)
-LUA = Path(__file__).resolve().parent / "wrk" / "post.lua"
-
-
-def run_wrk(port: int, body: Body, body_file: Path, connections: int, seconds: float) -> dict[str, float]:
-    env = {
-        **os.environ,
-        "BODY_FILE": str(body_file),
-        "PATH_URI": body.path,
-        "HEADERS": "|".join(f"{k}: {v}" for k, v in body.headers.items()),
-    }
-    command = [
-        "wrk",
-        f"-t{min(2, connections)}",
-        f"-c{connections}",
-        f"-d{seconds:g}s",
-        "--timeout",
-        "30s",
-        "-s",
-        str(LUA),
-        f"http://127.0.0.1:{port}",
-    ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=seconds + 120, check=True
-    )
-    line = next(line for line in result.stdout.splitlines() if line.startswith("{"))
-    stats = json.loads(line)
-    stats["rps"] = stats["requests"] / stats["seconds"]
-    return stats
 
 
 def raw_backend(images: np.ndarray, batch_sizes: list[int]) -> dict[int, float]:
@@ -125,7 +104,12 @@ def main() -> None:
                     for connections in levels:
                         run_wrk(port, body, files[body.name], connections, 1)  # warm-up
                         for _ in range(args.runs):
+                            before = batch_totals(port) if name == "mnist-serve" else (0.0, 0.0)
                             stats = run_wrk(port, body, files[body.name], connections, args.seconds)
+                            if name == "mnist-serve":  # how many requests shared a batch, on average
+                                after = batch_totals(port)
+                                batches = after[1] - before[1]
+                                stats["batch"] = (after[0] - before[0]) / batches if batches else 0.0
                             results.setdefault((name, body.name, connections), []).append(stats)
             finally:
                 stop(process)
@@ -135,7 +119,7 @@ def main() -> None:
     )
     print(
         f"{'body':<19} {'c':>4} {'server':<12} {'req/s':>8} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'non-2xx':>8} {'vs fastapi':>10} {'vs tutorial':>11}"
+        f"{'non-2xx':>8} {'batch':>6} {'vs fastapi':>10} {'vs tutorial':>11}"
     )
     images_per = {b.name: b.images for b in chosen}
     for body in chosen:
@@ -145,10 +129,11 @@ def main() -> None:
                 runs = results.get((name, body.name, connections))
                 if runs:
                     medians[name] = {
-                        key: statistics.median(run[key] for run in runs)
-                        for key in ("rps", "p50_ms", "p99_ms", "non2xx")
+                        key: statistics.median(run.get(key, 0.0) for run in runs)
+                        for key in ("rps", "p50_ms", "p99_ms", "non2xx", "batch")
                     }
             for name, m in medians.items():
+                batch = f"{m['batch']:.1f}" if name == "mnist-serve" else "-"
                 ratios = [
                     f"{m['rps'] / medians[base]['rps']:.2f}x" if medians.get(base, {}).get("rps") else "-"
                     for base in ("fastapi", "tutorial")
@@ -156,7 +141,7 @@ def main() -> None:
                 print(
                     f"{body.name:<19} {connections:>4} {name:<12} {m['rps']:>8.0f} "
                     f"{m['rps'] * images_per[body.name]:>9.0f} {m['p50_ms']:>8.1f} {m['p99_ms']:>8.1f} "
-                    f"{m['non2xx']:>8.0f} {ratios[0]:>10} {ratios[1]:>11}"
+                    f"{m['non2xx']:>8.0f} {batch:>6} {ratios[0]:>10} {ratios[1]:>11}"
                 )
     print(
         "raw backend (ONNX Runtime, this process):",

@@ -1,4 +1,4 @@
-"""What the benchmarks share: the request bodies clients send, and a free port."""
+"""What the benchmarks share: the request bodies clients send, a free port, starting servers, wrk."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).resolve().parent / "wrk" / "post.lua"
 
 
 @dataclass(frozen=True)
@@ -117,3 +118,45 @@ def stop(process: subprocess.Popen[bytes]) -> int | None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         return None
+
+
+def run_wrk(
+    port: int, body: Body, body_file: Path, connections: int, seconds: float, threads: int = 2
+) -> dict[str, float]:
+    """Drive one prepared body with Debian's wrk; requests, seconds, non2xx, p50_ms, p99_ms and rps."""
+    env = {
+        **os.environ,
+        "BODY_FILE": str(body_file),
+        "PATH_URI": body.path,
+        "HEADERS": "|".join(f"{k}: {v}" for k, v in body.headers.items()),
+    }
+    command = [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(LUA),
+        f"http://127.0.0.1:{port}",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=seconds + 120, check=True
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("{"))
+    stats = json.loads(line)
+    stats["rps"] = stats["requests"] / stats["seconds"]
+    return stats
+
+
+def batch_totals(port: int) -> tuple[float, float]:
+    """mnist-serve's batch counters: (requests batched, batches) so far, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    totals = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("mnist_batch_requests_sum", "mnist_batch_requests_count"):
+            totals[name] = float(value)
+    return totals.get("mnist_batch_requests_sum", 0.0), totals.get("mnist_batch_requests_count", 0.0)

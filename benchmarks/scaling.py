@@ -1,0 +1,112 @@
+"""API-server scaling: mnist-serve with 1, 2, 4, ... API server processes under single-image load.
+
+For each --api-servers count in turn, starts mnist-serve, drives one body with Debian's `wrk` at each
+concurrency and prints req/s, p50, p99, the mean number of requests per batch (from /metrics) and the
+ratio to the first count in the list, medians of --runs. This is the curve issue #6 asks for on a
+GPU machine, where the API servers, not the model, are the limit:
+
+    .venv/bin/python benchmarks/scaling.py                                  # 1,2 API servers, CPU
+    .venv/bin/python benchmarks/scaling.py --api-servers 1,2,4,8,16 --concurrency 64,256,1024 \\
+        --server-args "--backend torchscript --device cuda" --wrk-threads 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.traffic import (  # noqa: E402
+    batch_totals,
+    bodies,
+    free_port,
+    mnist_serve_command,
+    run_wrk,
+    start,
+    stop,
+)
+from service.idx import read_idx  # noqa: E402
+from training.data import ensure_mnist  # noqa: E402
+
+
+def measure(
+    api_servers: int, args: argparse.Namespace, body_file: Path, levels: list[int]
+) -> dict[int, dict[str, float]]:
+    """Medians per concurrency for one API-server count."""
+    port = free_port()
+    flags = ["--api-servers", str(api_servers), *shlex.split(args.server_args)]
+    process = start(mnist_serve_command(port, *flags), port)
+    body = next(b for b in bodies(_images()) if b.name == args.body)
+    medians = {}
+    try:
+        for connections in levels:
+            run_wrk(port, body, body_file, connections, 1, args.wrk_threads)  # warm-up
+            runs = []
+            for _ in range(args.runs):
+                before = batch_totals(port)
+                stats = run_wrk(port, body, body_file, connections, args.seconds, args.wrk_threads)
+                after = batch_totals(port)
+                stats["batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+                runs.append(stats)
+            medians[connections] = {
+                key: statistics.median(run[key] for run in runs)
+                for key in ("rps", "p50_ms", "p99_ms", "non2xx", "batch")
+            }
+    finally:
+        stop(process)
+    return medians
+
+
+def _images() -> np.ndarray:
+    return np.asarray(read_idx(ensure_mnist(ROOT / "data") / "t10k-images-idx3-ubyte"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--api-servers", default="1,2", help="comma-separated API-server counts")
+    parser.add_argument("--concurrency", default="64,256")
+    parser.add_argument("--body", default="json-pixels")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--server-args", default="", help="extra mnist-serve flags, e.g. '--device cuda'")
+    parser.add_argument("--wrk-threads", type=int, default=max(2, (os.cpu_count() or 2) // 4))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    counts = [int(n) for n in args.api_servers.split(",")]
+    levels = [int(c) for c in args.concurrency.split(",")]
+    body = next(b for b in bodies(_images()) if b.name == args.body)
+    with tempfile.TemporaryDirectory(prefix="mnist-scaling-") as scratch:
+        body_file = Path(scratch) / "body"
+        body_file.write_bytes(body.data)
+        results = {count: measure(count, args, body_file, levels) for count in counts}
+    print(
+        f"{args.body}, wrk -t{args.wrk_threads}, {args.seconds:g} s per run, median of {args.runs}; "
+        f"mnist-serve flags: {args.server_args or '(defaults)'}; {os.cpu_count()} cores"
+    )
+    print(
+        f"{'API servers':>11} {'c':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'non-2xx':>8} {'batch':>6} ratio"
+    )
+    for count in counts:
+        for connections in levels:
+            m = results[count][connections]
+            first = results[counts[0]][connections]["rps"]
+            print(
+                f"{count:>11} {connections:>5} {m['rps']:>8.0f} {m['p50_ms']:>8.1f} {m['p99_ms']:>8.1f} "
+                f"{m['non2xx']:>8.0f} {m['batch']:>6.1f} {m['rps'] / first:.2f}x"
+            )
+
+
+if __name__ == "__main__":
+    main()

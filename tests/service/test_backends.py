@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.backends import load_backend
+from service.backends import ONE_THREAD_MAX_IMAGES, load_backend
 from service.errors import StartupError
 from service.repository import resolve
 from training.data import MnistArrays
@@ -25,6 +25,18 @@ def test_onnx_and_torchscript_backends_agree_on_the_test_set(model, mnist: Mnist
     assert a.shape == b.shape == (2000, 10) and a.dtype == b.dtype == np.float32
     assert np.abs(a - b).max() <= 1e-4
     assert (a.argmax(1) == b.argmax(1)).all()
+
+
+def test_small_batches_on_the_one_thread_session_answer_as_full_batches(model, mnist: MnistArrays) -> None:
+    pixels = mnist.test_images[:64].numpy()[:, None]
+    backend = load_backend(model, "onnx", "cpu")
+    assert backend.one_thread is not None and ONE_THREAD_MAX_IMAGES >= 1
+    whole = backend.predict(pixels)  # the multi-thread session
+    small = np.concatenate(
+        [backend.predict(pixels[i : i + ONE_THREAD_MAX_IMAGES]) for i in range(0, 64, ONE_THREAD_MAX_IMAGES)]
+    )
+    np.testing.assert_allclose(small, whole, atol=1e-6)
+    assert load_backend(model, "onnx", "cpu", threads=1).one_thread is None  # already one thread
 
 
 def test_backends_report_what_they_really_use(model) -> None:

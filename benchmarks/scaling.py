@@ -16,7 +16,6 @@ import argparse
 import os
 import shlex
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -27,11 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.traffic import (  # noqa: E402
-    batch_totals,
     bodies,
     free_port,
+    measure_cell,
     mnist_serve_command,
-    run_wrk,
     start,
     stop,
 )
@@ -50,18 +48,9 @@ def measure(
     medians = {}
     try:
         for connections in levels:
-            run_wrk(port, body, body_file, connections, 1, args.wrk_threads)  # warm-up
-            runs = []
-            for _ in range(args.runs):
-                before = batch_totals(port)
-                stats = run_wrk(port, body, body_file, connections, args.seconds, args.wrk_threads)
-                after = batch_totals(port)
-                stats["batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-                runs.append(stats)
-            medians[connections] = {
-                key: statistics.median(run[key] for run in runs)
-                for key in ("rps", "p50_ms", "p99_ms", "non2xx", "batch")
-            }
+            medians[connections] = measure_cell(
+                port, body, body_file, connections, args.runs, args.seconds, args.wrk_threads, batches=True
+            )
     finally:
         stop(process)
     return medians

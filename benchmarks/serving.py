@@ -18,7 +18,6 @@ import argparse
 import os
 import shlex
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -30,11 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.traffic import (  # noqa: E402
-    batch_totals,
     bodies,
     free_port,
+    measure_cell,
     mnist_serve_command,
-    run_wrk,
     start,
     stop,
 )
@@ -89,7 +87,7 @@ def main() -> None:
     served = {
         name: [b for b in chosen if name != "tutorial" or b.name in TUTORIAL_BODIES] for name in servers
     }
-    results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    results: dict[tuple[str, str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch:
         files = {}
         for body in chosen:
@@ -102,15 +100,15 @@ def main() -> None:
             try:
                 for body in served[name]:
                     for connections in levels:
-                        run_wrk(port, body, files[body.name], connections, 1)  # warm-up
-                        for _ in range(args.runs):
-                            before = batch_totals(port) if name == "mnist-serve" else (0.0, 0.0)
-                            stats = run_wrk(port, body, files[body.name], connections, args.seconds)
-                            if name == "mnist-serve":  # how many requests shared a batch, on average
-                                after = batch_totals(port)
-                                batches = after[1] - before[1]
-                                stats["batch"] = (after[0] - before[0]) / batches if batches else 0.0
-                            results.setdefault((name, body.name, connections), []).append(stats)
+                        results[(name, body.name, connections)] = measure_cell(
+                            port,
+                            body,
+                            files[body.name],
+                            connections,
+                            args.runs,
+                            args.seconds,
+                            batches=name == "mnist-serve",
+                        )
             finally:
                 stop(process)
     print(
@@ -124,14 +122,11 @@ def main() -> None:
     images_per = {b.name: b.images for b in chosen}
     for body in chosen:
         for connections in levels:
-            medians = {}
-            for name in servers:
-                runs = results.get((name, body.name, connections))
-                if runs:
-                    medians[name] = {
-                        key: statistics.median(run.get(key, 0.0) for run in runs)
-                        for key in ("rps", "p50_ms", "p99_ms", "non2xx", "batch")
-                    }
+            medians = {
+                name: results[(name, body.name, connections)]
+                for name in servers
+                if (name, body.name, connections) in results
+            }
             for name, m in medians.items():
                 batch = f"{m['batch']:.1f}" if name == "mnist-serve" else "-"
                 ratios = [

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -160,3 +161,30 @@ def batch_totals(port: int) -> tuple[float, float]:
         if name in ("mnist_batch_requests_sum", "mnist_batch_requests_count"):
             totals[name] = float(value)
     return totals.get("mnist_batch_requests_sum", 0.0), totals.get("mnist_batch_requests_count", 0.0)
+
+
+def measure_cell(
+    port: int,
+    body: Body,
+    body_file: Path,
+    connections: int,
+    runs: int,
+    seconds: float,
+    threads: int = 2,
+    batches: bool = False,
+) -> dict[str, float]:
+    """A 1 s warm-up, then ``runs`` wrk runs: medians of rps, p50_ms, p99_ms, non2xx and, with
+    ``batches`` (mnist-serve only), the mean number of requests per batch from its /metrics."""
+    run_wrk(port, body, body_file, connections, 1, threads)
+    results = []
+    for _ in range(runs):
+        before = batch_totals(port) if batches else (0.0, 0.0)
+        stats = run_wrk(port, body, body_file, connections, seconds, threads)
+        if batches:
+            after = batch_totals(port)
+            stats["batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+        results.append(stats)
+    return {
+        key: statistics.median(run.get(key, 0.0) for run in results)
+        for key in ("rps", "p50_ms", "p99_ms", "non2xx", "batch")
+    }

@@ -8,6 +8,7 @@ LitServe's manager), and the process exits 0 with no child left behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -17,25 +18,33 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
 
 import litserve as ls
-import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from service.api import DigitAPI, WorkerConfig
 from service.backends import load_backend
 from service.collector import tune_for_serving
 from service.cpus import usable_cpus
 from service.demo import install_demo_page
-from service.errors import NotFound, PayloadTooLarge, ServiceError, StartupError
+from service.errors import NotFound, ServiceError, StartupError
+from service.fast_http import bind
+from service.front import (
+    RequestMetrics,
+    error_response,
+    front_of_app,
+    json_error,
+    match_inference_route,
+    service_error_response,
+    unexpected_error_response,
+)
 from service.metrics import prepare_directory, remove_directory
 from service.openapi import describe_bodies
 from service.protocol import Limits
@@ -45,144 +54,6 @@ from service.settings import Settings
 from service.worker_loop import SocketLoop
 
 log = logging.getLogger("mnist-serve")
-
-
-def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps({"error": message}), status_code=status, headers=headers, media_type="application/json"
-    )
-
-
-MAX_LABEL_SETS = 1024  # methods are client-chosen: bound what a scanner can make us keep
-
-
-class RequestObserver:
-    """Outermost ASGI middleware: body-size limit, and request count + latency for every response."""
-
-    def __init__(self, app: ASGIApp, spec: InferenceSpec, max_bytes: int) -> None:
-        self.app = app
-        self.spec = spec
-        self.max_bytes = max_bytes
-        # Per API-server process (this object is forked with an empty cache).
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
-            return message
-
-        async def observed_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            if declared.isdigit() and int(declared) > self.max_bytes:
-                self.spec.metrics.rejected.labels(PayloadTooLarge.reason).inc()
-                response = _error_response(
-                    413, f"request body of {int(declared)} bytes exceeds {self.max_bytes} bytes"
-                )
-                await response(scope, receive, observed_send)
-                return
-            await self.app(scope, limited_receive, observed_send)
-        finally:
-            path = getattr(scope.get("route"), "path", "unmatched")
-            key = (path, scope["method"], status)
-            children = self._children.get(key)
-            if children is None:  # labels() costs a lock and a lookup: once per route, method and status
-                metrics = self.spec.metrics
-                children = (
-                    metrics.requests.labels(path, key[1], str(status)),
-                    metrics.request_latency.labels(path),
-                )
-                if len(self._children) < MAX_LABEL_SETS:
-                    self._children[key] = children
-            children[0].inc()
-            children[1].observe(time.perf_counter() - started)
-
-
-def service_error_response(spec: InferenceSpec, error: ServiceError) -> Response:
-    spec.metrics.rejected.labels(error.reason).inc()
-    if error.status >= 500 and not isinstance(error.headers, dict):
-        log.error("request failed: %s", error.message)
-    return _error_response(error.status, error.message, error.headers)
-
-
-def unexpected_error_response(error: Exception) -> Response:
-    log.exception("unhandled error", exc_info=error)
-    return _error_response(500, "internal server error")
-
-
-@dataclass(frozen=True)
-class _RouteLabel:
-    path: str  # what RequestObserver labels the request with, as FastAPI's matched route would
-
-
-class DirectRoutes:
-    """Send the inference routes straight to their handlers, past FastAPI's middleware, router,
-    dependency resolution and exception layers: that machinery cost more API-server CPU per request
-    than parsing the request itself (py-spy, docs/performance.md). Every other route goes through
-    FastAPI. Sits just inside RequestObserver, so limits, metrics and error bodies are the same on
-    both paths."""
-
-    def __init__(self, app: ASGIApp, spec: InferenceSpec) -> None:
-        self.app = app
-        self.spec = spec
-
-    def _match(self, scope: Scope) -> tuple[_RouteLabel, Any, dict[str, str]] | None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return None
-        path: str = scope["path"]
-        if path == "/predict":
-            return _RouteLabel("/predict"), self.spec.predict, {}
-        parts = path.split("/")
-        # /v2/models/{name}/infer and /v2/models/{name}/versions/{version}/infer
-        if len(parts) == 5 and parts[1:3] == ["v2", "models"] and parts[4] == "infer" and parts[3]:
-            return _RouteLabel("/v2/models/{name}/infer"), self.spec.v2_infer, {"name": parts[3]}
-        if (
-            len(parts) == 7
-            and parts[1:3] == ["v2", "models"]
-            and parts[4] == "versions"
-            and parts[6] == "infer"
-            and parts[3]
-            and parts[5]
-        ):
-            label = _RouteLabel("/v2/models/{name}/versions/{version}/infer")
-            return label, self.spec.v2_infer, {"name": parts[3], "version": parts[5]}
-        return None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        matched = self._match(scope)
-        if matched is None:
-            await self.app(scope, receive, send)
-            return
-        label, handler, path_params = matched
-        scope["route"] = label
-        try:
-            response = await handler(Request(scope, receive), **path_params)
-        except ServiceError as error:
-            response = service_error_response(self.spec, error)
-        except Exception as error:
-            response = unexpected_error_response(error)
-        await response(scope, receive, send)
-
-
-def front_of_app(app: ASGIApp, spec: InferenceSpec, max_bytes: int) -> ASGIApp:
-    """What every request meets first: limits and metrics, then the direct inference routes."""
-    return RequestObserver(DirectRoutes(app, spec), spec, max_bytes)
 
 
 def install_error_handlers(app: Any, spec: InferenceSpec) -> None:
@@ -198,11 +69,11 @@ def install_error_handlers(app: Any, spec: InferenceSpec) -> None:
             error.status_code, f"http_{error.status_code}"
         )
         spec.metrics.rejected.labels(reason).inc()
-        return _error_response(error.status_code, str(error.detail), getattr(error, "headers", None))
+        return json_error(error.status_code, str(error.detail), getattr(error, "headers", None))
 
     async def validation_error(_: Request, error: Exception) -> Response:
         spec.metrics.rejected.labels("invalid_input").inc()
-        return _error_response(422, f"invalid request: {error}")
+        return json_error(422, f"invalid request: {error}")
 
     async def unexpected(_: Request, error: Exception) -> Response:
         return unexpected_error_response(error)
@@ -217,10 +88,16 @@ class MnistServer(ls.LitServer):
     """LitServer with an orderly drain on SIGTERM/SIGINT and no orphaned children."""
 
     def __init__(
-        self, *args: Any, drain_timeout: float, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any
+        self,
+        *args: Any,
+        drain_timeout: float,
+        front: Callable[[ASGIApp], ASGIApp],
+        http_protocol: type[asyncio.Protocol],
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.front = front
+        self.http_protocol = http_protocol  # uvicorn's http=, in every API server (service.fast_http)
         # LitServe gzips every response over 1 kB. The answers are small JSON (or binary tensors) and the
         # API server's CPU is what limits throughput, so compression would cost more than it saves.
         self.app.user_middleware = [m for m in self.app.user_middleware if m.cls is not GZipMiddleware]
@@ -363,6 +240,13 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, soc
             server_version=package_metadata.version("mnist-serving"),
         )
     )
+    request_metrics = RequestMetrics(spec)
+    http_protocol = bind(
+        functools.partial(match_inference_route, spec),
+        functools.partial(error_response, spec),
+        request_metrics.observe,
+        settings.max_request_bytes,
+    )
     loop = SocketLoop(
         socket_dir,
         max_jobs=settings.max_batch_size,
@@ -385,8 +269,11 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, soc
         timeout=settings.request_timeout or False,
         restart_workers=True,
         model_metadata={"name": model.name, "version": model.version, "backend": settings.backend},
-        front=functools.partial(front_of_app, spec=spec, max_bytes=settings.max_request_bytes),
+        front=functools.partial(
+            front_of_app, spec=spec, max_bytes=settings.max_request_bytes, metrics=request_metrics
+        ),
         drain_timeout=settings.drain_timeout,
+        http_protocol=http_protocol,
     )
     install_error_handlers(server.app, spec)
     describe_bodies(server.app)
@@ -423,6 +310,7 @@ def serve(settings: Settings) -> int:
             log_level=settings.log_level,
             generate_client_file=False,
             access_log=settings.access_log,
+            http=server.http_protocol,
         )
     finally:
         remove_directory(socket_dir)

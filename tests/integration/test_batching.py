@@ -59,8 +59,8 @@ def test_access_log_lines_only_when_asked_for(
 
 
 def test_unknown_routes_still_go_through_the_full_app(server: RunningServer) -> None:
-    # /predict and the v2 infer routes skip FastAPI's router (service.server.DirectRoutes); every
-    # other method and path must still get FastAPI's answers.
+    # /predict and the v2 infer routes skip FastAPI's router (service.fast_http, service.front.DirectRoutes);
+    # every other method and path must still get FastAPI's answers.
     assert server.request("GET", "/predict").status == 405
     assert server.request("POST", "/v2/models/mnist/nope").status in (404, 405)
     assert server.request("POST", "/v2/models//infer", b"{}").status in (404, 405)

@@ -1,0 +1,198 @@
+"""uvicorn's HTTP/1.1 protocol with a direct path for the inference routes.
+
+Under load, an API server spent more CPU on the ASGI layers around a request than on the request:
+a task per request running uvicorn's ASGI wrapper, the scope, ``receive``, two ``send`` messages with
+uvicorn's per-header checks and two socket writes, Starlette's app and our two middleware wrappers.
+For ``POST /predict`` and the v2 infer routes this protocol collects the body while httptools parses
+it, calls the same route handler (``InferenceSpec``) with a Starlette ``Request`` over that body, and
+writes the status line, headers and body with one write: +13-15 % requests per second at concurrency 64
+(docs/performance.md). Parsing, keep-alive timers, flow control, shutdown and every other request
+(other routes, ``Expect: 100-continue``, requests pipelined behind one in flight, the access log)
+stay uvicorn's own ASGI path, where ``DirectRoutes`` serves the same handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import httptools
+from fastapi import Request, Response
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+from service.errors import PayloadTooLarge
+
+Route = tuple[str, Any, dict[str, str]]  # (label for metrics, handler, path parameters)
+
+# After refusing an oversized body the connection stays open to read and drop the rest of it: most
+# clients (http.client, requests) send the whole body before reading the answer, and closing a socket
+# with unread bytes resets it, so they would see a reset instead of the 413. Bounded in time.
+LINGER_SECONDS = 10.0
+
+
+class InferenceHttpProtocol(HttpToolsProtocol):
+    """Set by ``bind``: what the inference routes need (see service.server)."""
+
+    match: Callable[[str, str], Route | None]
+    on_error: Callable[[Exception], Response]
+    observe: Callable[[str, str, int, float], None]
+    max_bytes: int
+    _direct: bytearray | None = None  # the body so far, while a request on this path is being parsed
+    _route: Route | None = None  # None once that request is answered (the rest of its body is dropped)
+    _body_complete = False
+    _close_after_body = False  # an oversized body was refused: close once it has been read
+
+    def on_message_begin(self) -> None:
+        self._direct = None
+        self._body_complete = False
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        parsed = httptools.parse_url(self.url)
+        route = self._direct_route(parsed.path)
+        if route is None:
+            super().on_headers_complete()
+            return
+        http_version = self.parser.get_http_version()
+        scope = self.scope
+        scope["method"] = "POST"
+        scope["path"] = self.root_path + parsed.path.decode("ascii")
+        scope["raw_path"] = parsed.path
+        scope["query_string"] = parsed.query or b""
+        scope["http_version"] = http_version
+        # A cycle that is never started: while it is incomplete, uvicorn queues pipelined requests
+        # behind it, and shutdown() marks it not keep-alive instead of closing the connection.
+        self.cycle = RequestResponseCycle(
+            scope=self.scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=False,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
+            on_response=self.on_response_complete,
+        )
+        self._direct, self._route = bytearray(), route
+        declared = next((value for name, value in self.headers if name == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:  # before reading the body
+            self._refuse(f"request body of {int(declared)} bytes exceeds {self.max_bytes} bytes")
+
+    def _direct_route(self, path: bytes) -> Route | None:
+        if (
+            self.parser.get_method() != b"POST"
+            or self.expect_100_continue
+            or self.access_log
+            or self.limit_concurrency is not None
+            or (self.cycle is not None and not self.cycle.response_complete)  # keep answers in order
+            or self.parser.should_upgrade()
+            or b"%" in path  # percent-decoding and its corner cases: uvicorn's path
+        ):
+            return None
+        return self.match("POST", path.decode("ascii"))
+
+    def on_body(self, body: bytes) -> None:
+        if self._direct is None:
+            super().on_body(body)
+        elif self._route is not None:
+            self._direct += body
+            if len(self._direct) > self.max_bytes:
+                self._refuse(f"request body exceeds {self.max_bytes} bytes")
+
+    def on_message_complete(self) -> None:
+        if self._direct is None:
+            super().on_message_complete()
+            return
+        self._body_complete = True
+        if self._route is not None:
+            self.flow.pause_reading()  # one request at a time; uvicorn's ASGI path does the same
+            self._answer_now(self._handle(bytes(self._direct)))
+        elif self._close_after_body:
+            self.transport.close()
+
+    def _refuse(self, message: str) -> None:
+        self._direct = bytearray()  # nothing more is kept
+
+        async def refusal() -> Response:
+            raise PayloadTooLarge(message)
+
+        self._answer_now(refusal(), too_large=True)
+
+    def _handle(self, body: bytes) -> Any:
+        assert self._route is not None
+        _, handler, path_params = self._route
+        return handler(Request(typing.cast(dict[str, Any], self.scope), _replay(body)), **path_params)
+
+    def _answer_now(self, response: Any, too_large: bool = False) -> None:
+        assert self._route is not None
+        task = self.loop.create_task(self._answer(self.cycle, self._route[0], response, too_large))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        self._route = None  # whatever else arrives for this request is dropped
+
+    async def _answer(
+        self,
+        cycle: RequestResponseCycle,
+        label: str,
+        pending: typing.Awaitable[Response],
+        too_large: bool,
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            response = await pending
+        except Exception as error:  # ServiceErrors become their status; anything else a logged 500
+            response = self.on_error(error)
+        self.observe(label, "POST", response.status_code, started)
+        cycle.response_complete = True
+        if cycle.disconnected or self.transport.is_closing():
+            return
+        keep_alive = cycle.keep_alive and not too_large  # the rest of an oversized body is dropped
+        head: list[bytes | memoryview] = [STATUS_LINE[response.status_code]]
+        for name, value in [*self.server_state.default_headers, *response.raw_headers]:
+            head += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        head += [b"\r\n", response.body]
+        self.transport.write(b"".join(head))
+        if keep_alive:
+            self.on_response_complete()
+        elif not too_large or self._body_complete:
+            self.transport.close()
+        else:
+            self._close_after_body = True
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+def _replay(body: bytes) -> Callable[[], Any]:
+    """An ASGI receive() that hands over the already complete body."""
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def bind(
+    match: Callable[[str, str], Route | None],
+    on_error: Callable[[Exception], Response],
+    observe: Callable[[str, str, int, float], None],
+    max_bytes: int,
+) -> type[InferenceHttpProtocol]:
+    """The protocol class for one server (uvicorn's ``http=``), bound to its routes and limits."""
+    attributes = {
+        "match": staticmethod(match),
+        "on_error": staticmethod(on_error),
+        "observe": staticmethod(observe),
+        "max_bytes": max_bytes,
+    }
+    return type("BoundInferenceHttpProtocol", (InferenceHttpProtocol,), attributes)

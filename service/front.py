@@ -1,0 +1,187 @@
+"""What every HTTP request meets first in an API server: limits, metrics, and the direct inference routes.
+
+``RequestObserver`` (body-size limit, request count and latency) wraps ``DirectRoutes`` (the inference
+routes straight to their handlers), which wraps FastAPI's whole stack for every other route. The same
+matching, error mapping and metrics serve ``service.fast_http``, which takes the inference routes before
+they become ASGI requests at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge, ServiceError
+from service.routes import InferenceSpec
+
+log = logging.getLogger("mnist-serve")
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The body every error has: {"error": message}."""
+    return Response(
+        orjson.dumps({"error": message}), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+MAX_LABEL_SETS = 1024  # methods are client-chosen: bound what a scanner can make us keep
+
+
+class RequestMetrics:
+    """Request count and latency by route, method and status, with the labelled children cached."""
+
+    def __init__(self, spec: InferenceSpec) -> None:
+        self.spec = spec
+        # Per API-server process (this object is forked with an empty cache).
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, path: str, method: str, status: int, started: float) -> None:
+        key = (path, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a lookup: once per route, method and status
+            metrics = self.spec.metrics
+            children = (
+                metrics.requests.labels(path, method, str(status)),
+                metrics.request_latency.labels(path),
+            )
+            if len(self._children) < MAX_LABEL_SETS:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(time.perf_counter() - started)
+
+
+class RequestObserver:
+    """Outermost ASGI middleware: body-size limit, and request count + latency for every response."""
+
+    def __init__(self, app: ASGIApp, spec: InferenceSpec, max_bytes: int, metrics: RequestMetrics) -> None:
+        self.app = app
+        self.spec = spec
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+            return message
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if declared.isdigit() and int(declared) > self.max_bytes:
+                self.spec.metrics.rejected.labels(PayloadTooLarge.reason).inc()
+                response = json_error(
+                    413, f"request body of {int(declared)} bytes exceeds {self.max_bytes} bytes"
+                )
+                await response(scope, receive, observed_send)
+                return
+            await self.app(scope, limited_receive, observed_send)
+        finally:
+            self.metrics.observe(
+                getattr(scope.get("route"), "path", "unmatched"), scope["method"], status, started
+            )
+
+
+def service_error_response(spec: InferenceSpec, error: ServiceError) -> Response:
+    spec.metrics.rejected.labels(error.reason).inc()
+    if error.status >= 500 and not isinstance(error.headers, dict):
+        log.error("request failed: %s", error.message)
+    return json_error(error.status, error.message, error.headers)
+
+
+def unexpected_error_response(error: Exception) -> Response:
+    log.exception("unhandled error", exc_info=error)
+    return json_error(500, "internal server error")
+
+
+def error_response(spec: InferenceSpec, error: Exception) -> Response:
+    """A ServiceError as its status and message (counted); anything else a logged 500."""
+    if isinstance(error, ServiceError):
+        return service_error_response(spec, error)
+    return unexpected_error_response(error)
+
+
+def match_inference_route(
+    spec: InferenceSpec, method: str, path: str
+) -> tuple[str, Any, dict[str, str]] | None:
+    """(route label, handler, path parameters) for the inference routes; None for every other request."""
+    if method != "POST":
+        return None
+    if path == "/predict":
+        return "/predict", spec.predict, {}
+    parts = path.split("/")
+    # /v2/models/{name}/infer and /v2/models/{name}/versions/{version}/infer
+    if len(parts) == 5 and parts[1:3] == ["v2", "models"] and parts[4] == "infer" and parts[3]:
+        return "/v2/models/{name}/infer", spec.v2_infer, {"name": parts[3]}
+    if (
+        len(parts) == 7
+        and parts[1:3] == ["v2", "models"]
+        and parts[4] == "versions"
+        and parts[6] == "infer"
+        and parts[3]
+        and parts[5]
+    ):
+        return (
+            "/v2/models/{name}/versions/{version}/infer",
+            spec.v2_infer,
+            {"name": parts[3], "version": parts[5]},
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class _RouteLabel:
+    path: str  # what RequestObserver labels the request with, as FastAPI's matched route would
+
+
+class DirectRoutes:
+    """Send the inference routes straight to their handlers, past FastAPI's middleware, router,
+    dependency resolution and exception layers: that machinery cost more API-server CPU per request
+    than parsing the request itself (py-spy, docs/performance.md). Every other route goes through
+    FastAPI. Sits just inside RequestObserver, so limits, metrics and error bodies are the same on
+    both paths."""
+
+    def __init__(self, app: ASGIApp, spec: InferenceSpec) -> None:
+        self.app = app
+        self.spec = spec
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        matched = None
+        if scope["type"] == "http":
+            matched = match_inference_route(self.spec, scope["method"], scope["path"])
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        label, handler, path_params = matched
+        scope["route"] = _RouteLabel(label)
+        try:
+            response = await handler(Request(scope, receive), **path_params)
+        except Exception as error:
+            response = error_response(self.spec, error)
+        await response(scope, receive, send)
+
+
+def front_of_app(app: ASGIApp, spec: InferenceSpec, max_bytes: int, metrics: RequestMetrics) -> ASGIApp:
+    """What every request meets first: limits and metrics, then the direct inference routes."""
+    return RequestObserver(DirectRoutes(app, spec), spec, max_bytes, metrics)

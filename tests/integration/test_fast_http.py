@@ -1,0 +1,181 @@
+"""The inference routes' direct HTTP path (service/fast_http.py) over raw sockets: keep-alive,
+pipelining, Connection: close, HTTP/1.0, chunked bodies, Expect: 100-continue, size limits, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.data import MnistArrays
+
+from .harness import RunningServer, start_server
+
+MAX_BYTES = 20_000
+
+
+def _body(mnist: MnistArrays, index: int = 0) -> bytes:
+    return json.dumps({"pixels": mnist.test_images[index].tolist()}).encode()
+
+
+def _post(body: bytes, path: str = "/predict", extra: str = "", version: str = "1.1") -> bytes:
+    return (
+        f"POST {path} HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+class Reader:
+    """Reads HTTP/1.1 responses with a Content-Length off one socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(headers["content-length"])
+        while len(self.buffer) < length:
+            self._more()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(lines[0].split()[1]), headers, body
+
+    def closed(self) -> bool:
+        self.sock.settimeout(10)
+        return self.sock.recv(1) == b""
+
+    def _more(self) -> None:
+        data = self.sock.recv(65536)
+        assert data, "connection closed early"
+        self.buffer += data
+
+
+@pytest.fixture(scope="module")
+def small_limit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(Path(tmp_path_factory.mktemp("fast-http")), "--max-request-bytes", str(MAX_BYTES))
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+def _connect(server: RunningServer) -> Reader:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return Reader(sock)
+
+
+def test_keep_alive_answers_many_requests_on_one_connection(
+    server: RunningServer, mnist: MnistArrays
+) -> None:
+    reader = _connect(server)
+    for index in range(5):
+        reader.sock.sendall(_post(_body(mnist, index)))
+        status, headers, body = reader.response()
+        assert status == 200 and headers["content-type"] == "application/json"
+        assert "date" in headers and "connection" not in headers
+        assert json.loads(body)["predictions"][0]["digit"] == int(mnist.test_labels[index])
+    reader.sock.close()
+
+
+def test_pipelined_requests_are_answered_in_order(server: RunningServer, mnist: MnistArrays) -> None:
+    reader = _connect(server)
+    health = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
+    v2 = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "datatype": "UINT8",
+                    "shape": [1, 784],
+                    "data": mnist.test_images[3].reshape(-1).tolist(),
+                }
+            ]
+        }
+    ).encode()
+    reader.sock.sendall(
+        _post(_body(mnist, 1)) + health + _post(v2, "/v2/models/mnist/infer") + _post(_body(mnist, 2))
+    )
+    first, second, third, fourth = (reader.response() for _ in range(4))
+    assert json.loads(first[2])["predictions"][0]["digit"] == int(mnist.test_labels[1])
+    assert json.loads(second[2]) == {"live": True}
+    outputs = json.loads(third[2])["outputs"][0]["data"]
+    assert int(np.argmax(outputs)) == int(mnist.test_labels[3])
+    assert json.loads(fourth[2])["predictions"][0]["digit"] == int(mnist.test_labels[2])
+    reader.sock.close()
+
+
+def test_connection_close_and_http_1_0_close_after_the_answer(
+    server: RunningServer, mnist: MnistArrays
+) -> None:
+    for request in (_post(_body(mnist), extra="Connection: close\r\n"), _post(_body(mnist), version="1.0")):
+        reader = _connect(server)
+        reader.sock.sendall(request)
+        status, headers, _ = reader.response()
+        assert status == 200 and headers["connection"] == "close"
+        assert reader.closed()
+
+
+def test_chunked_bodies_and_expect_100_continue(server: RunningServer, mnist: MnistArrays) -> None:
+    body = _body(mnist, 4)
+    reader = _connect(server)
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:100], body[100:]))
+    reader.sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+    )
+    status, _, answer = reader.response()
+    assert status == 200 and json.loads(answer)["predictions"][0]["digit"] == int(mnist.test_labels[4])
+    head = _post(body, extra="Expect: 100-continue\r\n")[: -len(body)]
+    reader.sock.sendall(head)  # the body follows only after the server said 100 Continue
+    assert reader.sock.recv(64).startswith(b"HTTP/1.1 100 Continue")
+    reader.sock.sendall(body)
+    status, _, answer = reader.response()
+    assert status == 200 and json.loads(answer)["predictions"][0]["digit"] == int(mnist.test_labels[4])
+    reader.sock.close()
+
+
+def test_bad_bodies_get_their_error_and_the_connection_stays_usable(
+    server: RunningServer, mnist: MnistArrays
+) -> None:
+    reader = _connect(server)
+    reader.sock.sendall(_post(b"{not json") + _post(_body(mnist, 5)))
+    status, _, body = reader.response()
+    assert status == 400 and "malformed JSON" in json.loads(body)["error"]
+    status, _, body = reader.response()
+    assert status == 200 and json.loads(body)["predictions"][0]["digit"] == int(mnist.test_labels[5])
+    reader.sock.close()
+
+
+def test_oversized_bodies_are_refused_and_the_connection_closed(small_limit_server: RunningServer) -> None:
+    declared = _connect(small_limit_server)  # refused from its Content-Length, before the body is sent
+    declared.sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 50000\r\n\r\n"
+    )
+    status, headers, body = declared.response()
+    assert status == 413 and headers["connection"] == "close"
+    assert json.loads(body)["error"] == f"request body of 50000 bytes exceeds {MAX_BYTES} bytes"
+    declared.sock.sendall(b"1" * 50000)  # read and dropped (no reset), then the connection is closed
+    assert declared.closed()
+    streamed = _connect(small_limit_server)  # chunked: refused once the bytes received pass the limit
+    streamed.sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    with contextlib.suppress(OSError):  # the server may close while we are still sending
+        for _ in range(40):
+            streamed.sock.sendall(b"3e8\r\n" + b"1" * 1000 + b"\r\n")
+    status, _, body = streamed.response()
+    assert status == 413
+    streamed.sock.sendall(b"0\r\n\r\n")
+    assert streamed.closed()
+    ok = _connect(small_limit_server)
+    ok.sock.sendall(_post(json.dumps({"pixels": [[0] * 28] * 28}).encode()))
+    assert ok.response()[0] == 200

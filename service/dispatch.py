@@ -9,6 +9,7 @@ once with a 503 the client may retry; replacement workers are picked up by a per
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -97,6 +98,37 @@ class WorkerConnection(asyncio.Protocol):
         self.waiting.clear()
 
 
+class Deadlines:
+    """Fails requests still unanswered ``timeout`` seconds after they were sent, with a 504.
+
+    Requests with the same timeout expire in the order they were sent, so one timer for the oldest
+    replaces a timer (asyncio.timeout: a heap entry, a reschedule and a cancel) per request.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._waiting: collections.deque[tuple[float, asyncio.Future[Answer]]] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, future: asyncio.Future[Answer]) -> None:
+        waiting = self._waiting
+        while waiting and waiting[0][1].done():  # answered: the queue stays as long as what is in flight
+            waiting.popleft()
+        loop = asyncio.get_running_loop()
+        waiting.append((loop.time() + self.timeout, future))
+        if self._timer is None:
+            self._timer = loop.call_at(waiting[0][0], self._expire)
+
+    def _expire(self) -> None:
+        loop = asyncio.get_running_loop()
+        waiting, now = self._waiting, loop.time()
+        while waiting and (waiting[0][0] <= now or waiting[0][1].done()):
+            future = waiting.popleft()[1]
+            if not future.done():
+                future.set_exception(QueueTimeout(f"no answer within {self.timeout:g} s"))
+        self._timer = loop.call_at(waiting[0][0], self._expire) if waiting else None
+
+
 class WorkerPool:
     """Every worker this API server is connected to; jobs go to the least busy one."""
 
@@ -106,6 +138,7 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._scanner: asyncio.Task[None] | None = None
         self._scanning: asyncio.Lock | None = None  # created on the event loop that uses it
+        self._deadlines: dict[float, Deadlines] = {}  # by timeout: in practice one, the server's
 
     async def infer(self, pixels: np.ndarray, admitted_at: float, timeout: float | None) -> Answer:
         if self._scanner is None:  # one per API-server process, started on its event loop
@@ -117,11 +150,13 @@ class WorkerPool:
         connection = min(self.connections.values(), key=lambda c: c.images_in_flight)
         job_id = next(self._ids)
         future = connection.submit(job_id, pixels, admitted_at)
+        if timeout is not None:
+            deadlines = self._deadlines.get(timeout)
+            if deadlines is None:
+                deadlines = self._deadlines[timeout] = Deadlines(timeout)
+            deadlines.add(future)
         try:
-            async with asyncio.timeout(timeout):  # unlike wait_for, no extra task per request
-                return await future
-        except TimeoutError as error:
-            raise QueueTimeout(f"no answer within {timeout:g} s") from error
+            return await future
         finally:
             connection.forget(job_id, len(pixels))
 

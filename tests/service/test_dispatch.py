@@ -21,6 +21,7 @@ from service.errors import QueueTimeout, Unavailable
 from service.worker_loop import SocketLoop, worker_sockets
 
 POISON = 255  # a job whose first pixel is this makes the stand-in model fail its whole batch
+SLOW = 254  # and this makes it take 0.3 s
 
 
 class MarkedDigits:
@@ -33,7 +34,7 @@ class MarkedDigits:
         self, pixels: np.ndarray, admitted_at: np.ndarray, images_per_job: np.ndarray
     ) -> tuple[np.ndarray, str]:
         self.batches.append(len(images_per_job))
-        time.sleep(0.005)  # long enough for the next jobs to queue up behind this batch
+        time.sleep(0.3 if (pixels[:, 0, 0, 0] == SLOW).any() else 0.005)  # next jobs queue up behind it
         if (pixels[:, 0, 0, 0] == POISON).any():
             raise RuntimeError("backend failed")
         probabilities = np.zeros((len(pixels), 10), np.float32)
@@ -105,6 +106,29 @@ def test_jobs_older_than_the_request_timeout_are_not_computed(worker: tuple[Path
     with pytest.raises(QueueTimeout):
         asyncio.run(run())
     assert model.batches == []
+
+
+def test_an_answer_later_than_the_timeout_is_a_504_and_the_pool_goes_on(
+    worker: tuple[Path, MarkedDigits],
+) -> None:
+    folder, _ = worker
+
+    async def run() -> tuple[float, list[list[int]]]:
+        pool = WorkerPool(folder)
+        started = time.monotonic()
+        with pytest.raises(QueueTimeout, match=r"no answer within 0\.1 s"):
+            await pool.infer(_images([3], first_pixel=SLOW), time.monotonic(), 0.1)
+        waited = time.monotonic() - started
+        # Deadlines of different requests expire in turn; those answered in time are not failed.
+        quick = [pool.infer(_images([digit]), time.monotonic(), 2.0) for digit in (1, 2, 3)]
+        late = pool.infer(_images([9], first_pixel=SLOW), time.monotonic(), 0.1)
+        answers = await asyncio.gather(*quick, late, return_exceptions=True)
+        assert isinstance(answers[-1], QueueTimeout) and "within 0.1 s" in str(answers[-1]), answers[-1]
+        return waited, [answer.probabilities.argmax(1).tolist() for answer in answers[:-1]]
+
+    waited, digits = asyncio.run(run())
+    assert 0.1 <= waited < 0.25
+    assert digits == [[1], [2], [3]]
 
 
 def test_no_worker_is_a_503_not_a_hang(tmp_path: Path) -> None:

@@ -196,7 +196,9 @@ class InferenceSpec(LitSpec):
         """Classify one or more digit images: multipart upload, raw image body, or JSON (base64 or pixels)."""
         self._authorize(request)
         # ?include=pixels adds the 28x28 image the model saw, so clients can show the preprocessing.
-        include = {item for value in request.query_params.getlist("include") for item in value.split(",")}
+        include: set[str] = set()
+        if request.scope["query_string"]:  # Starlette parses the query string anew for each request
+            include = {item for value in request.query_params.getlist("include") for item in value.split(",")}
         if include - {"pixels", ""}:
             raise BadRequest(f"unknown include {sorted(include - {'pixels', ''})}; the only one is 'pixels'")
         with self._admission():

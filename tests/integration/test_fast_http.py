@@ -153,6 +153,37 @@ def test_bad_bodies_get_their_error_and_the_connection_stays_usable(
     reader.sock.close()
 
 
+def test_requests_arriving_in_small_pieces_are_put_together(
+    server: RunningServer, mnist: MnistArrays
+) -> None:
+    reader = _connect(server)
+    reader.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    stream = _post(_body(mnist, 6)) + _post(_body(mnist, 7))
+    for start in range(0, len(stream), 997):  # odd pieces split the head, the body and the boundary
+        reader.sock.sendall(stream[start : start + 997])
+    for index in (6, 7):
+        status, _, body = reader.response()
+        assert status == 200 and json.loads(body)["predictions"][0]["digit"] == int(mnist.test_labels[index])
+    reader.sock.close()
+
+
+def test_a_client_gone_mid_request_does_not_disturb_the_others(
+    server: RunningServer, mnist: MnistArrays
+) -> None:
+    for cut in (10, 200):  # inside the head, inside the body
+        gone = _connect(server)
+        gone.sock.sendall(_post(_body(mnist, 8))[:cut])
+        gone.sock.close()
+    answered = _connect(server)  # sent its request and left before the answer
+    answered.sock.sendall(_post(_body(mnist, 8)))
+    answered.sock.close()
+    reader = _connect(server)
+    reader.sock.sendall(_post(_body(mnist, 9)))
+    status, _, body = reader.response()
+    assert status == 200 and json.loads(body)["predictions"][0]["digit"] == int(mnist.test_labels[9])
+    reader.sock.close()
+
+
 def test_oversized_bodies_are_refused_and_the_connection_closed(small_limit_server: RunningServer) -> None:
     declared = _connect(small_limit_server)  # refused from its Content-Length, before the body is sent
     declared.sock.sendall(

@@ -20,8 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -30,11 +28,10 @@ from benchmarks.traffic import (  # noqa: E402
     free_port,
     measure_cell,
     mnist_serve_command,
+    mnist_test_images,
     start,
     stop,
 )
-from service.idx import read_idx  # noqa: E402
-from training.data import ensure_mnist  # noqa: E402
 
 
 def measure(
@@ -44,7 +41,7 @@ def measure(
     port = free_port()
     flags = ["--api-servers", str(api_servers), *shlex.split(args.server_args)]
     process = start(mnist_serve_command(port, *flags), port)
-    body = next(b for b in bodies(_images()) if b.name == args.body)
+    body = next(b for b in bodies(mnist_test_images()) if b.name == args.body)
     medians = {}
     try:
         for connections in levels:
@@ -54,10 +51,6 @@ def measure(
     finally:
         stop(process)
     return medians
-
-
-def _images() -> np.ndarray:
-    return np.asarray(read_idx(ensure_mnist(ROOT / "data") / "t10k-images-idx3-ubyte"))
 
 
 def main() -> None:
@@ -74,7 +67,7 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk")
     counts = [int(n) for n in args.api_servers.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
-    body = next(b for b in bodies(_images()) if b.name == args.body)
+    body = next(b for b in bodies(mnist_test_images()) if b.name == args.body)
     with tempfile.TemporaryDirectory(prefix="mnist-scaling-") as scratch:
         body_file = Path(scratch) / "body"
         body_file.write_bytes(body.data)

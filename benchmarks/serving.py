@@ -33,13 +33,12 @@ from benchmarks.traffic import (  # noqa: E402
     free_port,
     measure_cell,
     mnist_serve_command,
+    mnist_test_images,
     start,
     stop,
 )
 from service.backends import load_backend  # noqa: E402
-from service.idx import read_idx  # noqa: E402
 from service.repository import resolve  # noqa: E402
-from training.data import ensure_mnist  # noqa: E402
 
 TUTORIAL_BODIES = ("json-pixels",)
 
@@ -74,7 +73,7 @@ def main() -> None:
         args.runs, args.seconds, args.concurrency = 1, 3, "64"
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
-    images = np.asarray(read_idx(ensure_mnist(ROOT / "data") / "t10k-images-idx3-ubyte"))
+    images = mnist_test_images()
     chosen = [b for b in bodies(images) if b.name in args.bodies.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()

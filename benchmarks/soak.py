@@ -17,15 +17,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.traffic import bodies, free_port, mnist_serve_command, start, stop  # noqa: E402
-from service.idx import read_idx  # noqa: E402
-from training.data import ensure_mnist  # noqa: E402
+from benchmarks.traffic import (  # noqa: E402
+    bodies,
+    free_port,
+    mnist_serve_command,
+    mnist_test_images,
+    start,
+    stop,
+)
 
 
 def tree_rss(pid: int) -> int:
@@ -39,7 +43,7 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=30)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
-    images = np.asarray(read_idx(ensure_mnist(ROOT / "data") / "t10k-images-idx3-ubyte"))
+    images = mnist_test_images()
     port = free_port()
     server = start(mnist_serve_command(port), port)
     statuses: Counter[int | str] = Counter()

@@ -10,6 +10,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -82,8 +83,11 @@ def free_port() -> int:
 
 
 def mnist_serve_command(port: int, *flags: str) -> list[str]:
+    script = Path(sys.executable).parent / "mnist-serve"
+    # From a source checkout that is not installed (the GPU machine: benchmarks/gpu/run.sh), the module.
+    program = [str(script)] if script.exists() else [sys.executable, "-m", "service"]
     return [
-        str(Path(sys.executable).parent / "mnist-serve"),
+        *program,
         "--host",
         "127.0.0.1",
         "--port",
@@ -96,19 +100,37 @@ def mnist_serve_command(port: int, *flags: str) -> list[str]:
 
 def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
     """Start a server in its own process group and wait until /v2/health/ready answers 200."""
-    process = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"{command[0]} did not become ready")
+    with tempfile.TemporaryFile() as errors:  # what it said, should it fail to start
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                url = f"http://127.0.0.1:{port}/v2/health/ready"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return process
+            except OSError:
+                time.sleep(0.3)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        errors.seek(0)
+        said = errors.read().decode(errors="replace")[-3000:]
+    raise RuntimeError(f"{' '.join(command[:3])} did not become ready; it said:\n{said}")
+
+
+def mnist_test_images() -> np.ndarray:
+    """The MNIST test images the request bodies are made from (verified; fetched if missing)."""
+    from service.idx import read_idx
+    from training.data import MNIST_SHA256, ensure_mnist, sha256_file
+
+    name = "t10k-images-idx3-ubyte"
+    carried = ROOT / "data" / name  # all a benchmark needs, e.g. carried alone to the GPU machine
+    if not (carried.is_file() and sha256_file(carried) == MNIST_SHA256[name]):
+        carried = ensure_mnist(ROOT / "data") / name
+    return np.asarray(read_idx(carried))
 
 
 def stop(process: subprocess.Popen[bytes]) -> int | None:

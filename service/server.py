@@ -213,6 +213,13 @@ def api_server_count(settings: Settings) -> int:
     return settings.api_servers or min(usable_cpus(), MAX_AUTO_API_SERVERS)
 
 
+def _server_version() -> str:
+    try:
+        return package_metadata.version("mnist-serving")
+    except package_metadata.PackageNotFoundError:  # run from a source checkout (python -m service)
+        return "0+source"
+
+
 def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, socket_dir: Path) -> MnistServer:
     cores = usable_cpus()
     worker = WorkerConfig(
@@ -237,7 +244,7 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, soc
             metrics_dir=metrics_dir,
             socket_dir=socket_dir,
             main_pid=os.getpid(),
-            server_version=package_metadata.version("mnist-serving"),
+            server_version=_server_version(),
         )
     )
     request_metrics = RequestMetrics(spec)

@@ -40,6 +40,13 @@ class PayloadTooLarge(ServiceError):
 
     status, reason = 413, "too_large"
 
+    @classmethod
+    def body(cls, max_bytes: int, declared: int | None = None) -> PayloadTooLarge:
+        """A request body over the limit: as its Content-Length says, or as it was read."""
+        if declared is None:
+            return cls(f"request body exceeds {max_bytes} bytes")
+        return cls(f"request body of {declared} bytes exceeds {max_bytes} bytes")
+
 
 class UnsupportedMediaType(ServiceError):
     status, reason = 415, "unsupported_media_type"

@@ -81,12 +81,11 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         self._direct, self._route = bytearray(), route
         declared = next((value for name, value in self.headers if name == b"content-length"), b"")
         if declared.isdigit() and int(declared) > self.max_bytes:  # before reading the body
-            self._refuse(f"request body of {int(declared)} bytes exceeds {self.max_bytes} bytes")
+            self._refuse(PayloadTooLarge.body(self.max_bytes, int(declared)))
 
     def _direct_route(self, path: bytes) -> Route | None:
         if (
-            self.parser.get_method() != b"POST"
-            or self.expect_100_continue
+            self.expect_100_continue
             or self.access_log
             or self.limit_concurrency is not None
             or (self.cycle is not None and not self.cycle.response_complete)  # keep answers in order
@@ -94,7 +93,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             or b"%" in path  # percent-decoding and its corner cases: uvicorn's path
         ):
             return None
-        return self.match("POST", path.decode("ascii"))
+        return self.match(self.parser.get_method().decode("ascii"), path.decode("ascii"))
 
     def on_body(self, body: bytes) -> None:
         if self._direct is None:
@@ -102,7 +101,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         elif self._route is not None:
             self._direct += body
             if len(self._direct) > self.max_bytes:
-                self._refuse(f"request body exceeds {self.max_bytes} bytes")
+                self._refuse(PayloadTooLarge.body(self.max_bytes))
 
     def on_message_complete(self) -> None:
         if self._direct is None:
@@ -115,11 +114,11 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         elif self._close_after_body:
             self.transport.close()
 
-    def _refuse(self, message: str) -> None:
+    def _refuse(self, error: PayloadTooLarge) -> None:
         self._direct = bytearray()  # nothing more is kept
 
         async def refusal() -> Response:
-            raise PayloadTooLarge(message)
+            raise error
 
         self._answer_now(refusal(), too_large=True)
 

@@ -79,7 +79,7 @@ class RequestObserver:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
-                raise PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
+                raise PayloadTooLarge.body(self.max_bytes)
             return message
 
         async def observed_send(message: Message) -> None:
@@ -90,10 +90,8 @@ class RequestObserver:
 
         try:
             if declared.isdigit() and int(declared) > self.max_bytes:
-                self.spec.metrics.rejected.labels(PayloadTooLarge.reason).inc()
-                response = json_error(
-                    413, f"request body of {int(declared)} bytes exceeds {self.max_bytes} bytes"
-                )
+                refused = PayloadTooLarge.body(self.max_bytes, int(declared))
+                response = service_error_response(self.spec, refused)
                 await response(scope, receive, observed_send)
                 return
             await self.app(scope, limited_receive, observed_send)

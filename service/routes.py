@@ -77,6 +77,7 @@ class InferenceSpec(LitSpec):
         self.admitted = mp.get_context("fork").Value("i", 0)
         self._metrics: Metrics | None = None
         self._runtime_cache: tuple[float, dict[str, str]] | None = None
+        self._payloads: dict[tuple[str, str], dict[str, str]] = {}
         self._workers: WorkerPool | None = None
         model = config.model
         for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
@@ -167,8 +168,9 @@ class InferenceSpec(LitSpec):
     def _admission(self) -> Iterator[None]:
         """Reserve one of the queue-limit slots before any work is spent on the request: past the
         limit, refusing costs next to nothing, so shedding does not eat the capacity it protects."""
-        admitted = self.admitted
-        with admitted.get_lock():
+        # The raw value under one acquisition: Value.value would take the (re-entrant) lock again.
+        lock, admitted = self.admitted.get_lock(), self.admitted.get_obj()
+        with lock:
             if admitted.value >= self.config.queue_limit:
                 raise Unavailable(
                     f"server is at its queue limit ({self.config.queue_limit} requests); retry",
@@ -178,7 +180,7 @@ class InferenceSpec(LitSpec):
         try:
             yield
         finally:
-            with admitted.get_lock():
+            with lock:
                 admitted.value -= 1
 
     async def _infer(self, pixels: np.ndarray) -> Answer:
@@ -188,7 +190,15 @@ class InferenceSpec(LitSpec):
         return await self._workers.infer(pixels, time.monotonic(), self.config.request_timeout or None)
 
     def _model_payload(self, version: str) -> dict[str, str]:
-        return {**self.model_payload, "version": version, "device": self._runtime()["device"]}
+        device = self._runtime()["device"]
+        payload = self._payloads.get((version, device))
+        if payload is None:  # one per version and device: a handful over the server's life
+            payload = self._payloads[version, device] = {
+                **self.model_payload,
+                "version": version,
+                "device": device,
+            }
+        return payload
 
     # --- routes ---------------------------------------------------------------------------------------
 

@@ -1,15 +1,22 @@
-"""observe_many must leave a histogram exactly as observe() for each value would, in both value modes."""
+"""observe_many must leave a histogram exactly as observe() for each value would, in both value modes;
+request metrics batched per event-loop turn must all be written by the end of that turn."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import typing
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, values
+from prometheus_client import CollectorRegistry, Counter, Histogram, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from service.front import RequestMetrics
 from service.metrics import CONFIDENCE_BUCKETS, LATENCY_BUCKETS, observe_many
+from service.routes import InferenceSpec
 
 
 def _samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, str], float]:
@@ -63,3 +70,42 @@ def test_observe_many_in_multiprocess_mode(tmp_path: Path, monkeypatch: pytest.M
     for (name, le), value in expected.items():
         assert got[(name.replace("mp_one", "mp_many"), le)] == pytest.approx(value)
     assert got[("mp_many_count", "")] == 300
+
+
+def _request_metrics(registry: CollectorRegistry) -> RequestMetrics:
+    # The real metric objects RequestMetrics writes to, held the way InferenceSpec holds them.
+    held = SimpleNamespace(
+        requests=Counter("req", "requests", ["route", "method", "code"], registry=registry),
+        request_latency=Histogram("lat", "latency", ["route"], buckets=LATENCY_BUCKETS, registry=registry),
+    )
+    return RequestMetrics(typing.cast(InferenceSpec, SimpleNamespace(metrics=held)))
+
+
+def test_request_metrics_are_written_together_at_the_end_of_the_loop_turn() -> None:
+    registry = CollectorRegistry()
+    metrics = _request_metrics(registry)
+
+    async def one_turn() -> dict[tuple[str, str], float]:
+        started = time.perf_counter()
+        for status in (200, 200, 200, 503):
+            metrics.observe("/predict", "POST", status, started)
+        written_before = _samples(registry, "req")
+        await asyncio.sleep(0)  # the end of this turn: the flush scheduled by the first observe runs
+        return written_before
+
+    before = asyncio.run(one_turn())
+    assert not any(value for (name, _), value in before.items() if name == "req_total")
+    after = {
+        (sample.labels.get("code"), sample.labels.get("le")): sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name in ("req_total", "lat_count", "lat_bucket")
+    }
+    assert after[("200", None)] == 3 and after[("503", None)] == 1
+    assert after[(None, None)] == 4 and after[(None, "+Inf")] == 4  # lat_count and the last bucket
+
+
+def test_request_metrics_without_an_event_loop_are_written_at_once() -> None:
+    registry = CollectorRegistry()
+    _request_metrics(registry).observe("/metrics", "GET", 200, time.perf_counter())
+    assert _samples(registry, "req")[("req_total", "")] == 1

@@ -5,7 +5,11 @@ serving architecture. The issue's table measured a *plain* endpoint (610-990 req
 about 8x that); this is one: a pydantic body, ``np.array`` on the lists, the ONNX Runtime session,
 a dict answer that FastAPI serialises. Same model and same answer fields; JSON pixel bodies only.
 
-    .venv/bin/python benchmarks/fastapi_tutorial.py --port 8100
+Tutorials write the endpoint in one of two ways: ``async def`` (the default here), or ``def``, which
+FastAPI's documentation advises for blocking calls such as a model's and runs in its thread pool
+(``--sync``; slower, with a p99 like the issue's row).
+
+    .venv/bin/python benchmarks/fastapi_tutorial.py --port 8100 [--sync]
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ class PixelsRequest(BaseModel):
     pixels: list[list[int]]  # one 28x28 image, values 0..255
 
 
-def build_app(model_folder: Path) -> FastAPI:
+def build_app(model_folder: Path, sync: bool = False) -> FastAPI:
     session = onnxruntime.InferenceSession(
         str(model_folder / "model.onnx"), providers=["CPUExecutionProvider"]
     )
@@ -35,8 +39,7 @@ def build_app(model_folder: Path) -> FastAPI:
 
     model = {"name": "mnist", "version": model_folder.name, "backend": "onnx", "device": "cpu"}
 
-    @app.post("/predict")
-    async def predict(request: PixelsRequest):  # type: ignore[no-untyped-def]  # as tutorials write it
+    def classify(request: PixelsRequest):  # type: ignore[no-untyped-def]  # as tutorials write it
         pixels = np.array(request.pixels, dtype=np.uint8).reshape(1, 1, 28, 28)
         probabilities = session.run(None, {input_name: pixels})[0][0]
         return {
@@ -50,6 +53,18 @@ def build_app(model_folder: Path) -> FastAPI:
             "model": model,
         }
 
+    if sync:
+
+        @app.post("/predict")
+        def predict_in_thread_pool(request: PixelsRequest):  # type: ignore[no-untyped-def]
+            return classify(request)
+
+    else:
+
+        @app.post("/predict")
+        async def predict(request: PixelsRequest):  # type: ignore[no-untyped-def]
+            return classify(request)
+
     @app.get("/v2/health/ready")
     async def ready() -> dict[str, bool]:
         return {"ready": True}
@@ -61,8 +76,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "mnist" / "1")
+    parser.add_argument("--sync", action="store_true", help="a def endpoint (FastAPI's thread pool)")
     args = parser.parse_args()
-    uvicorn.run(build_app(args.model), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(build_app(args.model, args.sync), host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

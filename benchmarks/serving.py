@@ -1,11 +1,11 @@
 """Serving benchmark: mnist-serve against a plain FastAPI baseline, driven by wrk, in the same run.
 
 For each server in turn (ours, then benchmarks/fastapi_baseline.py, then for JSON pixels the
-tutorial endpoint benchmarks/fastapi_tutorial.py), each request body (JSON pixels, PNG upload, v2
-JSON, v2 binary, 64 images as JSON and as v2 binary) and each concurrency, runs Debian's `wrk` with
-benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99, non-2xx, our/baseline ratios and, for
-mnist-serve, the mean number of requests per batch (from its /metrics). Medians of --runs runs. Also
-the raw backend throughput per batch size.
+tutorial endpoint benchmarks/fastapi_tutorial.py as ``async def`` and as ``def``), each request
+body (JSON pixels, PNG upload, v2 JSON, v2 binary, 64 images as JSON and as v2 binary) and each
+concurrency, runs Debian's `wrk` with benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99,
+non-2xx, our/baseline ratios and, for mnist-serve, the mean number of requests per batch (from its
+/metrics). Medians of --runs runs. Also the raw backend throughput per batch size.
 
     .venv/bin/python benchmarks/serving.py                       # full: c = 1, 16, 64, 256; 3 runs of 5 s
     .venv/bin/python benchmarks/serving.py --quick               # c = 64, one run of 3 s per cell
@@ -41,6 +41,7 @@ from service.backends import load_backend  # noqa: E402
 from service.repository import resolve  # noqa: E402
 
 TUTORIAL_BODIES = ("json-pixels",)
+BASELINES = ("fastapi", "tutorial", "tutorial-def")  # the columns of ratios, in order
 
 
 def raw_backend(images: np.ndarray, batch_sizes: list[int]) -> dict[int, float]:
@@ -77,14 +78,20 @@ def main() -> None:
     chosen = [b for b in bodies(images) if b.name in args.bodies.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
     port = free_port()
+
+    def baseline(script: str, *flags: str) -> list[str]:
+        return [sys.executable, str(Path(__file__).parent / script), "--port", str(port), *flags]
+
     servers = {
         "mnist-serve": mnist_serve_command(port, *shlex.split(args.server_args)),
-        "fastapi": [sys.executable, str(Path(__file__).parent / "fastapi_baseline.py"), "--port", str(port)],
-        "tutorial": [sys.executable, str(Path(__file__).parent / "fastapi_tutorial.py"), "--port", str(port)],
+        "fastapi": baseline("fastapi_baseline.py"),
+        "tutorial": baseline("fastapi_tutorial.py"),
+        "tutorial-def": baseline("fastapi_tutorial.py", "--sync"),
     }
-    # The tutorial endpoint takes JSON pixels only (see its docstring).
+    # The tutorial endpoints take JSON pixels only (see their docstring).
     served = {
-        name: [b for b in chosen if name != "tutorial" or b.name in TUTORIAL_BODIES] for name in servers
+        name: [b for b in chosen if not name.startswith("tutorial") or b.name in TUTORIAL_BODIES]
+        for name in servers
     }
     results: dict[tuple[str, str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch:
@@ -116,7 +123,7 @@ def main() -> None:
     )
     print(
         f"{'body':<19} {'c':>4} {'server':<12} {'req/s':>8} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'non-2xx':>8} {'batch':>6} {'vs fastapi':>10} {'vs tutorial':>11}"
+        f"{'non-2xx':>8} {'batch':>6} {'vs fastapi':>10} {'vs tutorial':>11} {'vs tutorial-def':>15}"
     )
     images_per = {b.name: b.images for b in chosen}
     for body in chosen:
@@ -130,12 +137,12 @@ def main() -> None:
                 batch = f"{m['batch']:.1f}" if name == "mnist-serve" else "-"
                 ratios = [
                     f"{m['rps'] / medians[base]['rps']:.2f}x" if medians.get(base, {}).get("rps") else "-"
-                    for base in ("fastapi", "tutorial")
+                    for base in BASELINES
                 ]
                 print(
                     f"{body.name:<19} {connections:>4} {name:<12} {m['rps']:>8.0f} "
                     f"{m['rps'] * images_per[body.name]:>9.0f} {m['p50_ms']:>8.1f} {m['p99_ms']:>8.1f} "
-                    f"{m['non2xx']:>8.0f} {batch:>6} {ratios[0]:>10} {ratios[1]:>11}"
+                    f"{m['non2xx']:>8.0f} {batch:>6} {ratios[0]:>10} {ratios[1]:>11} {ratios[2]:>15}"
                 )
     print(
         "raw backend (ONNX Runtime, this process):",

@@ -1,4 +1,4 @@
-"""The serving benchmark compares like with like: both FastAPI baselines answer as mnist-serve does."""
+"""The serving benchmark compares like with like: every FastAPI baseline answers as mnist-serve does."""
 
 from __future__ import annotations
 
@@ -29,10 +29,14 @@ def _predict(port: int, image: np.ndarray) -> dict[str, object]:
         return json.loads(response.read())
 
 
-@pytest.mark.parametrize("script", ["fastapi_baseline.py", "fastapi_tutorial.py"])
-def test_baseline_answers_like_mnist_serve(script: str, server: RunningServer, mnist: MnistArrays) -> None:
+@pytest.mark.parametrize(
+    "script", [["fastapi_baseline.py"], ["fastapi_tutorial.py"], ["fastapi_tutorial.py", "--sync"]]
+)
+def test_baseline_answers_like_mnist_serve(
+    script: list[str], server: RunningServer, mnist: MnistArrays
+) -> None:
     port = free_port()
-    process = start([sys.executable, str(BENCHMARKS / script), "--port", str(port)], port)
+    process = start([sys.executable, str(BENCHMARKS / script[0]), "--port", str(port), *script[1:]], port)
     try:
         for image in mnist.test_images[:5]:
             ours = _predict(server.port, image)["predictions"][0]

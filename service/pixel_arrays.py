@@ -19,7 +19,7 @@ MAX_DEPTH = 4  # [N, 1, 28, 28]
 
 def array_to_pixels(values: object, max_images: int) -> np.ndarray:
     """Pixel values (nested lists or an array) -> uint8 [N, 1, 28, 28]; 28x28, 784 or N of either."""
-    as_bytes = _byte_lists(values)
+    as_bytes = byte_lists(values)
     if as_bytes is not None:
         return _validated_pixels(as_bytes, max_images, integral=True)
     try:  # JSON integers become an integer array: no float conversion or rounding checks needed
@@ -36,7 +36,7 @@ def array_to_pixels(values: object, max_images: int) -> np.ndarray:
     return _validated_pixels(array, max_images, integral=True)
 
 
-def _byte_lists(values: object) -> np.ndarray | None:
+def byte_lists(values: object) -> np.ndarray | None:
     """The common case, fast: rectangular nested lists of ints 0..255 -> a uint8 array; else None.
 
     ``bytes(row)`` checks every value's type and range in C, so this costs about a third of

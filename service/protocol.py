@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
-from service.pixel_arrays import array_to_pixels, tensor_to_pixels
+from service.pixel_arrays import array_to_pixels, byte_lists, tensor_to_pixels
 from service.preprocess import image_to_pixels
 
 IMAGE_TYPES = (
@@ -150,8 +150,16 @@ def _v2_tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[n
         return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape), offset + size
     if "data" not in spec:
         raise BadRequest("input has neither data nor binary_data_size")
+    as_bytes = byte_lists(spec["data"])  # the common case: (nested) lists of ints 0..255, checked in C
+    if as_bytes is not None:
+        if as_bytes.size != count:
+            raise Unprocessable(f"data holds {as_bytes.size} values but shape {shape} needs {count}")
+        return as_bytes.reshape(shape), offset
     try:
-        values = np.asarray(spec["data"], dtype=np.float64).reshape(-1)
+        values = np.asarray(spec["data"])
+        if values.dtype.kind in "USV":  # numpy would parse "7" as a number; JSON strings are not numbers
+            raise TypeError("strings")
+        values = values.astype(np.float64).reshape(-1)
     except (ValueError, TypeError) as error:
         raise Unprocessable("data must be numbers") from error
     if values.size != count:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.pixel_arrays import _byte_lists, array_to_pixels
+from service.pixel_arrays import array_to_pixels, byte_lists
 
 SHAPES = [(28, 28), (784,), (2, 28, 28), (2, 784), (1, 1, 28, 28), (3, 5), (2, 3, 4, 5, 6)]
 CHECKS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -35,7 +35,7 @@ def _shaped(shape: tuple[int, ...], leaf: st.SearchStrategy[object]) -> st.Searc
     ).flatmap(lambda shape: _shaped(shape, st.one_of(st.integers(0, 255), leaves)))
 )
 def test_fast_path_agrees_with_numpy(values: object) -> None:
-    fast = _byte_lists(values)
+    fast = byte_lists(values)
     if fast is None:
         return
     expected = np.array(values)
@@ -47,7 +47,7 @@ def test_fast_path_agrees_with_numpy(values: object) -> None:
 @CHECKS
 @given(st.recursive(leaves, lambda children: st.lists(children, max_size=6), max_leaves=60))
 def test_fast_path_refuses_what_is_not_rectangular_bytes(values: object) -> None:
-    fast = _byte_lists(values)
+    fast = byte_lists(values)
     if fast is not None:
         np.testing.assert_array_equal(fast, np.array(values))
 
@@ -55,7 +55,7 @@ def test_fast_path_refuses_what_is_not_rectangular_bytes(values: object) -> None
 @pytest.mark.parametrize("shape", [(28, 28), (784,), (3, 28, 28), (3, 784), (3, 1, 28, 28)])
 def test_valid_integer_lists_take_the_fast_path(shape: tuple[int, ...]) -> None:
     values = (np.arange(int(np.prod(shape))) % 256).reshape(shape)
-    fast = _byte_lists(values.tolist())
+    fast = byte_lists(values.tolist())
     assert fast is not None and fast.shape == shape
     np.testing.assert_array_equal(array_to_pixels(values.tolist(), 8).reshape(shape), values)
 
@@ -74,4 +74,4 @@ def test_valid_integer_lists_take_the_fast_path(shape: tuple[int, ...]) -> None:
     ],
 )
 def test_the_general_path_decides_everything_else(values: object) -> None:
-    assert _byte_lists(values) is None
+    assert byte_lists(values) is None

@@ -22,20 +22,18 @@ import numpy as np
 import orjson
 from fastapi import Request, Response
 from litserve.specs.base import LitSpec
-from starlette.datastructures import UploadFile
 
 from service.api import runtime_records
 from service.dispatch import Answer, WorkerPool
 from service.errors import (
     BadRequest,
     NotFound,
-    PayloadTooLarge,
-    ServiceError,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
 from service.metrics import CONTENT_TYPE, Metrics, render
+from service.multipart import uploaded_files
 from service.protocol import (
     IMAGE_TYPES,
     Limits,
@@ -225,7 +223,13 @@ class InferenceSpec(LitSpec):
         content_type = media_type(request.headers.get("content-type"))
         limits = self.config.limits
         if content_type == "multipart/form-data":
-            return await self._multipart_pixels(request, limits)
+            blobs = uploaded_files(
+                await request.body(),
+                request.headers["content-type"],
+                max_files=limits.max_images + 1,  # one more than allowed: images_to_pixels words the 413
+                max_fields=limits.max_images + 16,
+            )
+            return images_to_pixels(blobs, limits)
         if content_type in IMAGE_TYPES or content_type == "application/octet-stream":
             return images_to_pixels([await request.body()], limits)
         if content_type == "application/json" or content_type.endswith("+json"):
@@ -234,22 +238,6 @@ class InferenceSpec(LitSpec):
             f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data, "
             "an image/* body, or application/json"
         )
-
-    async def _multipart_pixels(self, request: Request, limits: Limits) -> np.ndarray:
-        try:
-            form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images + 16)
-        except ServiceError:
-            raise
-        except Exception as error:  # python-multipart's and Starlette's parse errors
-            if "too many" in str(error).lower():
-                raise PayloadTooLarge(f"too many parts in the multipart body: {error}") from error
-            raise BadRequest(f"malformed multipart body: {error}") from error
-        try:
-            uploads = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-            blobs = [await upload.read() for upload in uploads]
-        finally:
-            await form.close()
-        return images_to_pixels(blobs, limits)
 
     async def v2_infer(self, request: Request, name: str, version: str | None = None) -> Response:
         """Open Inference Protocol v2 inference: JSON tensors or Triton's binary tensor extension."""

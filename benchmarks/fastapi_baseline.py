@@ -1,7 +1,8 @@
 """The baseline for the serving benchmark: plain FastAPI + uvicorn, one ONNX Runtime call per request.
 
-Same model, same request parsing and response encoding as mnist-serve (it reuses service.protocol),
-but no batching, no worker processes, no LitServe: what a minimal hand-written endpoint does.
+Same model, same request parsing and response encoding as mnist-serve (it reuses service.protocol and
+service.multipart), but no batching, no worker processes, no LitServe: what a minimal hand-written
+endpoint does.
 
     .venv/bin/python benchmarks/fastapi_baseline.py --port 8100
 """
@@ -20,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.backends import load_backend  # noqa: E402
 from service.errors import ServiceError  # noqa: E402
+from service.multipart import uploaded_files  # noqa: E402
 from service.protocol import (  # noqa: E402
     Limits,
     images_to_pixels,
@@ -45,9 +47,8 @@ def build_app(repository: Path) -> FastAPI:
         try:
             kind = media_type(request.headers.get("content-type"))
             if kind == "multipart/form-data":
-                form = await request.form()
-                blobs = [await value.read() for _, value in form.multi_items() if hasattr(value, "read")]
-                pixels = images_to_pixels(blobs, limits)
+                files = uploaded_files(body, request.headers["content-type"], limits.max_images + 1, 16)
+                pixels = images_to_pixels(files, limits)
             elif kind.startswith("image/"):
                 pixels = images_to_pixels([body], limits)
             else:

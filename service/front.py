@@ -67,10 +67,7 @@ class RequestMetrics:
         for key, latencies in pending.items():
             count, latency = self._labelled(key)
             count.inc(len(latencies))
-            if len(latencies) == 1:  # light load: numpy's fixed cost would outweigh the one write saved
-                latency.observe(latencies[0])
-            else:
-                observe_many(latency, np.array(latencies))
+            observe_many(latency, np.array(latencies))
 
     def _labelled(self, key: tuple[str, str, int]) -> tuple[Any, Any]:
         children = self._children.get(key)

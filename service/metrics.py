@@ -33,6 +33,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 IN_FLIGHT_HELP = "Requests admitted and not yet answered."
+SMALL_BATCH = 4  # observe_many: up to this many values, one observe() each is cheaper
 PID_FILE = re.compile(r"_(\d+)\.db$")
 REJECTION_REASONS = (
     "bad_request",
@@ -128,6 +129,10 @@ def observe_many(histogram: Histogram, amounts: np.ndarray) -> None:
     prometheus_client's Histogram internals (pinned below 1.0); tests/service/test_metrics.py checks the
     result against observe() itself.
     """
+    if len(amounts) <= SMALL_BATCH:  # numpy's fixed cost is more than a few observe() calls
+        for amount in np.asarray(amounts, dtype=np.float64).tolist():
+            histogram.observe(amount)
+        return
     bounds = histogram._upper_bounds  # ascending, ends with +Inf: searchsorted finds observe()'s bucket
     buckets = np.searchsorted(bounds, amounts, side="left")
     counts = np.bincount(buckets[buckets < len(bounds)], minlength=len(bounds))

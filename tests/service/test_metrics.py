@@ -31,6 +31,8 @@ def _samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, str], fl
 AMOUNTS = [
     np.array([0.0, 0.0004, 0.0005, 0.00051, 0.003, 0.003, 7.0, 31.0, 1e9]),  # on, between and past bounds
     np.random.default_rng(0).exponential(0.01, 500),
+    np.array([0.0005, 7.0, 0.003]),  # few values: one observe() each
+    np.array([0.004]),
     np.array([]),
 ]
 

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 PIP=.venv/bin/pip
 [ -x "$PIP" ] || { echo "run 'make install' first: versions are read from .venv" >&2; exit 1; }
 
-packages=(litserve fastapi starlette uvicorn httptools pydantic pydantic-core annotated-types
+packages=(litserve fastapi starlette uvicorn httptools uvloop pydantic pydantic-core annotated-types
   typing-inspection opentelemetry-api pyzmq orjson python-multipart)
 pins=()
 for name in "${packages[@]}"; do
@@ -27,5 +27,5 @@ for n in 17 24 27 28 31 34; do platforms+=(--platform "manylinux_2_${n}_x86_64")
 (cd .deb && apt-get download -q wrk libluajit2-5.1-2 libluajit2-5.1-common libssl3 >/dev/null 2>&1)
 
 ls .whl .deb
-du -sh .whl .deb data/*-ubyte 2>/dev/null || true
-echo "carry: .whl .deb data (the GPU test needs all four MNIST files; keep the total under 64 MiB)"
+du -sh .whl .deb data/t10k-images-idx3-ubyte 2>/dev/null || true
+echo "carry: .whl .deb data/t10k-images-idx3-ubyte (the benchmarks and the GPU test need only the test images)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (the device tool), from the repository root, after benchmarks/gpu/prepare.sh
-# here; carry .whl, .deb and data. Writes everything under $OUT:
+# here; carry .whl, .deb and data/t10k-images-idx3-ubyte. Writes everything under $OUT:
 #   bash benchmarks/gpu/run.sh            # environment, GPU tests, the API-server curve
 #   bash benchmarks/gpu/run.sh serving    # then also serving.py (GPU server vs the CPU baselines)
 # Budget: about 5 minutes for the default, 3 more with "serving" (a device session has 15 in all).

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.traffic import mnist_test_images
 from service.backends import ONE_THREAD_MAX_IMAGES, load_backend
 from service.errors import StartupError
 from service.repository import resolve
@@ -59,8 +60,9 @@ def test_without_a_gpu_cuda_is_refused_or_falls_back(model) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_torchscript_on_the_gpu_matches_the_cpu(model, mnist: MnistArrays) -> None:
-    pixels = mnist.test_images[:512].numpy()[:, None]
+def test_torchscript_on_the_gpu_matches_the_cpu(model) -> None:
+    # The test images alone: what is carried to the GPU machine (benchmarks/gpu/prepare.sh).
+    pixels = np.ascontiguousarray(mnist_test_images()[:512, None])
     gpu = load_backend(model, "torchscript", "cuda")
     assert gpu.device == "cuda:0"
     np.testing.assert_allclose(

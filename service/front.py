@@ -51,16 +51,13 @@ class RequestMetrics:
         self._pending: dict[tuple[str, str, int], list[float]] = {}
 
     def observe(self, path: str, method: str, status: int, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        pending = self._pending
-        if not pending:
+        first = not self._pending
+        self._pending.setdefault((path, method, status), []).append(time.perf_counter() - started)
+        if first:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no event loop (a direct call): nothing to wait for
-                pending.setdefault((path, method, status), []).append(elapsed)
                 self.flush()
-                return
-        pending.setdefault((path, method, status), []).append(elapsed)
 
     def flush(self) -> None:
         pending, self._pending = self._pending, {}

@@ -1,11 +1,13 @@
 """Serving benchmark: mnist-serve against a plain FastAPI baseline, driven by wrk, in the same run.
 
-For each server in turn (ours, then benchmarks/fastapi_baseline.py, then for JSON pixels the
-tutorial endpoint benchmarks/fastapi_tutorial.py as ``async def`` and as ``def``), each request
-body (JSON pixels, PNG upload, v2 JSON, v2 binary, 64 images as JSON and as v2 binary) and each
-concurrency, runs Debian's `wrk` with benchmarks/wrk/post.lua and prints req/s, images/s, p50, p99,
-non-2xx, our/baseline ratios and, for mnist-serve, the mean number of requests per batch (from its
-/metrics). Medians of --runs runs. Also the raw backend throughput per batch size.
+Starts every server at once, each on its own port (ours, benchmarks/fastapi_baseline.py and, for
+JSON pixels, the tutorial endpoint benchmarks/fastapi_tutorial.py as ``async def`` and as ``def``);
+an idle server costs nothing. For each request body (JSON pixels, PNG upload, v2 JSON, v2 binary, 64
+images as JSON and as v2 binary) and each concurrency, Debian's `wrk` (benchmarks/wrk/post.lua)
+drives them in alternation, one run each per round, so that the machine's drift falls on all of them
+alike; prints the medians of --runs rounds: req/s, images/s, p50, p99, non-2xx, our/baseline ratios
+and, for mnist-serve, the mean number of requests per batch (from its /metrics). Also the raw backend
+throughput per batch size, before and after the servers (medians of 3 runs of 1 s each).
 
     .venv/bin/python benchmarks/serving.py                       # full: c = 1, 16, 64, 256; 3 runs of 5 s
     .venv/bin/python benchmarks/serving.py --quick               # c = 64, one run of 3 s per cell
@@ -15,9 +17,11 @@ non-2xx, our/baseline ratios and, for mnist-serve, the mean number of requests p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -29,9 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.traffic import (  # noqa: E402
+    Target,
     bodies,
     free_port,
-    measure_cell,
+    measure_interleaved,
     mnist_serve_command,
     mnist_test_images,
     start,
@@ -42,21 +47,33 @@ from service.repository import resolve  # noqa: E402
 
 TUTORIAL_BODIES = ("json-pixels",)
 BASELINES = ("fastapi", "tutorial", "tutorial-def")  # the columns of ratios, in order
+RAW_BATCHES = [1, 16, 64, 256]
 
 
-def raw_backend(images: np.ndarray, batch_sizes: list[int]) -> dict[int, float]:
+def raw_backend(images: np.ndarray, batch_sizes: list[int], runs: int = 3) -> dict[int, float]:
+    """Images/s of the default model's ONNX Runtime session in this process: medians of ``runs``
+    runs of 1 s per batch size."""
     backend = load_backend(resolve(ROOT / "models", "mnist", "latest", "onnx"), "onnx", "cpu")
     pixels = np.ascontiguousarray(images[:, None])
     rates = {}
     for size in batch_sizes:
         batch = pixels[:size]
         backend.predict(batch)
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < 1.0:
-            backend.predict(batch)
-            count += size
-        rates[size] = count / (time.perf_counter() - started)
+        measured = []
+        for _ in range(runs):
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < 1.0:
+                backend.predict(batch)
+                count += size
+            measured.append(count / (time.perf_counter() - started))
+        rates[size] = statistics.median(measured)
     return rates
+
+
+def _raw_line(when: str, rates: dict[int, float]) -> str:
+    return f"raw backend (ONNX Runtime, this process) {when}: " + ", ".join(
+        f"batch {size}: {rate:,.0f} images/s" for size, rate in rates.items()
+    )
 
 
 def main() -> None:
@@ -77,46 +94,42 @@ def main() -> None:
     images = mnist_test_images()
     chosen = [b for b in bodies(images) if b.name in args.bodies.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
-    port = free_port()
 
-    def baseline(script: str, *flags: str) -> list[str]:
+    def baseline(script: str, port: int, *flags: str) -> list[str]:
         return [sys.executable, str(Path(__file__).parent / script), "--port", str(port), *flags]
 
+    ports = {name: free_port() for name in ("mnist-serve", *BASELINES)}
     servers = {
-        "mnist-serve": mnist_serve_command(port, *shlex.split(args.server_args)),
-        "fastapi": baseline("fastapi_baseline.py"),
-        "tutorial": baseline("fastapi_tutorial.py"),
-        "tutorial-def": baseline("fastapi_tutorial.py", "--sync"),
+        "mnist-serve": mnist_serve_command(ports["mnist-serve"], *shlex.split(args.server_args)),
+        "fastapi": baseline("fastapi_baseline.py", ports["fastapi"]),
+        "tutorial": baseline("fastapi_tutorial.py", ports["tutorial"]),
+        "tutorial-def": baseline("fastapi_tutorial.py", ports["tutorial-def"], "--sync"),
     }
     # The tutorial endpoints take JSON pixels only (see their docstring).
     served = {
         name: [b for b in chosen if not name.startswith("tutorial") or b.name in TUTORIAL_BODIES]
         for name in servers
     }
+    raw_before = raw_backend(images, RAW_BATCHES)
     results: dict[tuple[str, str, int], dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch:
-        files = {}
-        for body in chosen:
-            files[body.name] = Path(scratch) / f"{body.name}.body"
-            files[body.name].write_bytes(body.data)
+    with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch, contextlib.ExitStack() as running:
         for name, command in servers.items():
-            if not served[name]:
-                continue
-            process = start(command, port)
-            try:
-                for body in served[name]:
-                    for connections in levels:
-                        results[(name, body.name, connections)] = measure_cell(
-                            port,
-                            body,
-                            files[body.name],
-                            connections,
-                            args.runs,
-                            args.seconds,
-                            batches=name == "mnist-serve",
-                        )
-            finally:
-                stop(process)
+            if served[name]:
+                process = start(command, ports[name])
+                running.callback(stop, process)
+        for body in chosen:
+            body_file = Path(scratch) / f"{body.name}.body"
+            body_file.write_bytes(body.data)
+            targets = [
+                Target(name, ports[name], batches=name == "mnist-serve")
+                for name in servers
+                if body in served[name]
+            ]
+            for connections in levels:
+                cell = measure_interleaved(targets, body, body_file, connections, args.runs, args.seconds)
+                for name, medians in cell.items():
+                    results[(name, body.name, connections)] = medians
+    raw_after = raw_backend(images, RAW_BATCHES)
     print(
         f"wrk -t2, {args.seconds:g} s per run, median of {args.runs}; mnist-serve flags: "
         f"{args.server_args or '(defaults)'}; {os.cpu_count()} cores"
@@ -144,10 +157,8 @@ def main() -> None:
                     f"{m['rps'] * images_per[body.name]:>9.0f} {m['p50_ms']:>8.1f} {m['p99_ms']:>8.1f} "
                     f"{m['non2xx']:>8.0f} {batch:>6} {ratios[0]:>10} {ratios[1]:>11} {ratios[2]:>15}"
                 )
-    print(
-        "raw backend (ONNX Runtime, this process):",
-        ", ".join(f"batch {k}: {v:,.0f} images/s" for k, v in raw_backend(images, [1, 16, 64, 256]).items()),
-    )
+    print(_raw_line("before the servers", raw_before))
+    print(_raw_line("after the servers", raw_after))
 
 
 if __name__ == "__main__":

@@ -185,6 +185,16 @@ def batch_totals(port: int) -> tuple[float, float]:
     return totals.get("mnist_batch_requests_sum", 0.0), totals.get("mnist_batch_requests_count", 0.0)
 
 
+@dataclass(frozen=True)
+class Target:
+    """A running server to drive: its name in the results and its port; ``batches`` (mnist-serve
+    only) also reads its mean number of requests per batch from its /metrics."""
+
+    name: str
+    port: int
+    batches: bool = False
+
+
 def measure_cell(
     port: int,
     body: Body,
@@ -195,18 +205,38 @@ def measure_cell(
     threads: int = 2,
     batches: bool = False,
 ) -> dict[str, float]:
-    """A 1 s warm-up, then ``runs`` wrk runs: medians of rps, p50_ms, p99_ms, non2xx and, with
-    ``batches`` (mnist-serve only), the mean number of requests per batch from its /metrics."""
-    run_wrk(port, body, body_file, connections, 1, threads)
-    results = []
-    for _ in range(runs):
-        before = batch_totals(port) if batches else (0.0, 0.0)
-        stats = run_wrk(port, body, body_file, connections, seconds, threads)
-        if batches:
-            after = batch_totals(port)
-            stats["batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-        results.append(stats)
+    """One server: medians of rps, p50_ms, p99_ms, non2xx and (with ``batches``) batch."""
+    target = Target("server", port, batches)
+    return measure_interleaved([target], body, body_file, connections, runs, seconds, threads)["server"]
+
+
+def measure_interleaved(
+    targets: list[Target],
+    body: Body,
+    body_file: Path,
+    connections: int,
+    runs: int,
+    seconds: float,
+    threads: int = 2,
+) -> dict[str, dict[str, float]]:
+    """A 1 s warm-up each, then ``runs`` rounds in which every target gets one wrk run (the order
+    reversed every other round), so that the machine's drift, which on shared machines moves absolute
+    figures by tens of percent within minutes, falls on all of them alike. Medians per target."""
+    for target in targets:
+        run_wrk(target.port, body, body_file, connections, 1, threads)
+    results: dict[str, list[dict[str, float]]] = {target.name: [] for target in targets}
+    for round_ in range(runs):
+        for target in targets if round_ % 2 == 0 else targets[::-1]:
+            before = batch_totals(target.port) if target.batches else (0.0, 0.0)
+            stats = run_wrk(target.port, body, body_file, connections, seconds, threads)
+            if target.batches:
+                after = batch_totals(target.port)
+                stats["batch"] = (after[0] - before[0]) / max(1.0, after[1] - before[1])
+            results[target.name].append(stats)
     return {
-        key: statistics.median(run.get(key, 0.0) for run in results)
-        for key in ("rps", "p50_ms", "p99_ms", "non2xx", "batch")
+        name: {
+            key: statistics.median(run.get(key, 0.0) for run in measured)
+            for key in ("rps", "p50_ms", "p99_ms", "non2xx", "batch")
+        }
+        for name, measured in results.items()
     }

@@ -1,16 +1,28 @@
-"""The serving benchmark compares like with like: every FastAPI baseline answers as mnist-serve does."""
+"""The serving benchmark compares like with like: every FastAPI baseline answers as mnist-serve does,
+and the servers of one cell are measured in alternation."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.traffic import free_port, start, stop
+from benchmarks.traffic import (
+    Target,
+    batch_totals,
+    bodies,
+    free_port,
+    measure_interleaved,
+    mnist_test_images,
+    start,
+    stop,
+)
 from training.data import MnistArrays
 
 from ..integration.harness import RunningServer
@@ -62,3 +74,27 @@ def test_strict_baseline_answers_png_uploads_like_mnist_serve(
             np.testing.assert_allclose(theirs["probabilities"], ours["probabilities"], atol=1e-5)
     finally:
         assert stop(process) is not None
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs Debian's wrk (.ci/run installs it)")
+def test_servers_measured_in_alternation_each_get_every_round(server: RunningServer) -> None:
+    port = free_port()
+    process = start([sys.executable, str(BENCHMARKS / "fastapi_baseline.py"), "--port", str(port)], port)
+    body = next(b for b in bodies(mnist_test_images()) if b.name == "json-pixels")
+    targets = [Target("mnist-serve", server.port, batches=True), Target("fastapi", port)]
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            body_file = Path(scratch) / "body"
+            body_file.write_bytes(body.data)
+            before = batch_totals(server.port)
+            cell = measure_interleaved(targets, body, body_file, connections=4, runs=2, seconds=1)
+            after = batch_totals(server.port)
+    finally:
+        assert stop(process) is not None
+    assert set(cell) == {"mnist-serve", "fastapi"}
+    for medians in cell.values():
+        assert medians["rps"] > 0 and medians["non2xx"] == 0
+        assert 0 < medians["p50_ms"] <= medians["p99_ms"]
+    assert 1.0 <= cell["mnist-serve"]["batch"] <= 4.0  # 4 connections: at most 4 requests per batch
+    # warm-up and both runs reached mnist-serve: ~1 s each at hundreds of requests per second or more
+    assert after[0] - before[0] >= 3 * 100

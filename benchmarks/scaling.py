@@ -1,8 +1,10 @@
 """API-server scaling: mnist-serve with 1, 2, 4, ... API server processes under single-image load.
 
-For each --api-servers count in turn, starts mnist-serve, drives one body with Debian's `wrk` at each
-concurrency and prints req/s, p50, p99, the mean number of requests per batch (from /metrics) and the
-ratio to the first count in the list, medians of --runs. This is the curve issue #6 asks for on a
+Starts one mnist-serve per --api-servers count, all at once on their own ports (an idle server costs
+nothing), drives them with one body through Debian's `wrk` at each concurrency in alternation (one run
+each per round, so the machine's drift falls on all counts alike) and prints req/s, p50, p99, the mean
+number of requests per batch (from /metrics) and the ratio to the first count in the list, medians of
+--runs rounds. This is the curve issue #6 asks for on a
 GPU machine, where the API servers, not the model, are the limit:
 
     .venv/bin/python benchmarks/scaling.py                                  # 1,2 API servers, CPU
@@ -13,6 +15,7 @@ GPU machine, where the API servers, not the model, are the limit:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
@@ -24,33 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.traffic import (  # noqa: E402
+    Target,
     bodies,
     free_port,
-    measure_cell,
+    measure_interleaved,
     mnist_serve_command,
     mnist_test_images,
     start,
     stop,
 )
-
-
-def measure(
-    api_servers: int, args: argparse.Namespace, body_file: Path, levels: list[int]
-) -> dict[int, dict[str, float]]:
-    """Medians per concurrency for one API-server count."""
-    port = free_port()
-    flags = ["--api-servers", str(api_servers), *shlex.split(args.server_args)]
-    process = start(mnist_serve_command(port, *flags), port)
-    body = next(b for b in bodies(mnist_test_images()) if b.name == args.body)
-    medians = {}
-    try:
-        for connections in levels:
-            medians[connections] = measure_cell(
-                port, body, body_file, connections, args.runs, args.seconds, args.wrk_threads, batches=True
-            )
-    finally:
-        stop(process)
-    return medians
 
 
 def main() -> None:
@@ -68,10 +53,20 @@ def main() -> None:
     counts = [int(n) for n in args.api_servers.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
     body = next(b for b in bodies(mnist_test_images()) if b.name == args.body)
-    with tempfile.TemporaryDirectory(prefix="mnist-scaling-") as scratch:
+    targets = [Target(str(count), free_port(), batches=True) for count in counts]
+    results: dict[int, dict[int, dict[str, float]]] = {count: {} for count in counts}
+    with tempfile.TemporaryDirectory(prefix="mnist-scaling-") as scratch, contextlib.ExitStack() as running:
         body_file = Path(scratch) / "body"
         body_file.write_bytes(body.data)
-        results = {count: measure(count, args, body_file, levels) for count in counts}
+        for count, target in zip(counts, targets, strict=True):
+            flags = ["--api-servers", str(count), *shlex.split(args.server_args)]
+            running.callback(stop, start(mnist_serve_command(target.port, *flags), target.port))
+        for connections in levels:
+            cell = measure_interleaved(
+                targets, body, body_file, connections, args.runs, args.seconds, args.wrk_threads
+            )
+            for count in counts:
+                results[count][connections] = cell[str(count)]
     print(
         f"{args.body}, wrk -t{args.wrk_threads}, {args.seconds:g} s per run, median of {args.runs}; "
         f"mnist-serve flags: {args.server_args or '(defaults)'}; {os.cpu_count()} cores"

@@ -195,21 +195,6 @@ class Target:
     batches: bool = False
 
 
-def measure_cell(
-    port: int,
-    body: Body,
-    body_file: Path,
-    connections: int,
-    runs: int,
-    seconds: float,
-    threads: int = 2,
-    batches: bool = False,
-) -> dict[str, float]:
-    """One server: medians of rps, p50_ms, p99_ms, non2xx and (with ``batches``) batch."""
-    target = Target("server", port, batches)
-    return measure_interleaved([target], body, body_file, connections, runs, seconds, threads)["server"]
-
-
 def measure_interleaved(
     targets: list[Target],
     body: Body,

@@ -31,6 +31,9 @@ Route = tuple[str, Any, dict[str, str]]  # (label for metrics, handler, path par
 # clients (http.client, requests) send the whole body before reading the answer, and closing a socket
 # with unread bytes resets it, so they would see a reset instead of the 413. Bounded in time.
 LINGER_SECONDS = 10.0
+# nginx's status for a client that closed its connection before the answer: counted in the request
+# metrics (a 4xx, not a server error), never sent.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class InferenceHttpProtocol(HttpToolsProtocol):
@@ -44,6 +47,15 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     _route: Route | None = None  # None once that request is answered (the rest of its body is dropped)
     _body_complete = False
     _close_after_body = False  # an oversized body was refused: close once it has been read
+    _answering: asyncio.Task[None] | None = None  # the request in flight on this connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        answering = self._answering
+        if answering is not None and not answering.done():
+            # The client left before its answer: give its queue slot back now instead of when the
+            # worker answers. Scheduled, so that a task created in this same turn has started first.
+            self.loop.call_soon(answering.cancel)
 
     def on_message_begin(self) -> None:
         self._direct = None
@@ -109,7 +121,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             return
         self._body_complete = True
         if self._route is not None:
-            self.flow.pause_reading()  # one request at a time; uvicorn's ASGI path does the same
+            # Reading goes on, as on uvicorn's own path, so that a client leaving is noticed now:
+            # a request pipelined behind this one is queued by uvicorn until the answer is written.
             self._answer_now(self._handle(bytes(self._direct)))
         elif self._close_after_body:
             self.transport.close()
@@ -132,6 +145,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         task = self.loop.create_task(self._answer(self.cycle, self._route[0], response, too_large))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
+        self._answering = task
         self._route = None  # whatever else arrives for this request is dropped
 
     async def _answer(
@@ -144,6 +158,9 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         started = time.perf_counter()
         try:
             response = await pending
+        except asyncio.CancelledError:  # the client left (connection_lost); nobody to answer
+            self.observe(label, "POST", CLIENT_CLOSED_REQUEST, started)
+            raise
         except Exception as error:  # ServiceErrors become their status; anything else a logged 500
             response = self.on_error(error)
         self.observe(label, "POST", response.status_code, started)

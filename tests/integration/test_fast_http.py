@@ -1,11 +1,14 @@
 """The inference routes' direct HTTP path (service/fast_http.py) over raw sockets: keep-alive,
-pipelining, Connection: close, HTTP/1.0, chunked bodies, Expect: 100-continue, size limits, errors."""
+pipelining, Connection: close, HTTP/1.0, chunked bodies, Expect: 100-continue, size limits, errors,
+clients that leave before their answer."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,3 +213,47 @@ def test_oversized_bodies_are_refused_and_the_connection_closed(small_limit_serv
     ok = _connect(small_limit_server)
     ok.sock.sendall(_post(json.dumps({"pixels": [[0] * 28] * 28}).encode()))
     assert ok.response()[0] == 200
+
+
+def _metric(server: RunningServer, pattern: str) -> float:
+    text = server.request("GET", "/metrics").body.decode()
+    match = re.search(rf"^{pattern} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_a_client_that_leaves_gives_its_queue_slot_back_at_once(tmp_path: Path, mnist: MnistArrays) -> None:
+    # One slot, and a worker that waits 3 s for its batch to fill: the first request holds the slot
+    # until then unless leaving gives it back.
+    running = start_server(
+        tmp_path,
+        "--queue-limit",
+        "1",
+        "--batch-timeout",
+        "3",
+        "--request-timeout",
+        "10",
+        "--api-servers",
+        "1",
+    )
+    try:
+        gone = _connect(running)
+        gone.sock.sendall(_post(_body(mnist, 1)))
+        deadline = time.monotonic() + 2
+        while _metric(running, "mnist_in_flight_requests") < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _metric(running, "mnist_in_flight_requests") == 1
+        left_at = time.monotonic()
+        gone.sock.close()
+        while _metric(running, "mnist_in_flight_requests") > 0 and time.monotonic() - left_at < 2:
+            time.sleep(0.02)
+        assert _metric(running, "mnist_in_flight_requests") == 0  # well before the 3 s batch is computed
+        assert time.monotonic() - left_at < 2
+        reader = _connect(running)  # admitted, not refused with a 503 for the slot the other one held
+        reader.sock.sendall(_post(_body(mnist, 2)))
+        status, _, body = reader.response()
+        assert status == 200 and json.loads(body)["predictions"][0]["digit"] == int(mnist.test_labels[2])
+        reader.sock.close()
+        assert _metric(running, 'mnist_requests_total{code="499",method="POST",route="/predict"}') == 1
+        assert _metric(running, 'mnist_requests_total{code="200",method="POST",route="/predict"}') == 1
+    finally:
+        assert running.stop() == 0, running.log()

@@ -25,6 +25,7 @@ from typing import Any
 import litserve as ls
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
+from litserve.connector import check_cuda_with_nvidia_smi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp
@@ -175,10 +176,14 @@ class MnistServer(ls.LitServer):
 
 
 def _accelerator(device: str) -> tuple[str, Any]:
+    """LitServe's accelerator and devices for --device. "auto" is decided here: LitServe 0.2.19's own
+    "auto" imports torch to look for Apple's MPS (seconds of start-up, hundreds of MB in the main
+    process and every API server forked from it), and picks the CPU even where ``nvidia-smi`` lists a
+    GPU unless torch happens to be imported already."""
     if device == "cpu":
         return "cpu", "auto"
     if device == "auto":
-        return "auto", "auto"
+        return ("cuda" if check_cuda_with_nvidia_smi() > 0 else "cpu"), "auto"
     if device == "cuda":
         return "cuda", "auto"
     return "cuda", [int(device.split(":", 1)[1])]

@@ -39,6 +39,16 @@ def repository_copy(tmp_path: Path) -> Path:
     return tmp_path / "repo"
 
 
+def test_serving_onnx_on_the_default_device_never_loads_torch(server: RunningServer) -> None:
+    # torch is hundreds of MB and seconds of start-up in every process it reaches; the ONNX backend
+    # needs none of it (LitServe's own device "auto" used to import it in the main process).
+    tree = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
+    assert len(tree) >= 4  # main, LitServe's manager, API server(s), worker
+    for process in tree:
+        mapped = {Path(m.path).name for m in process.memory_maps() if "torch" in m.path}
+        assert not mapped, f"{process.pid} {process.cmdline()[:3]} maps {sorted(mapped)[:3]}"
+
+
 def test_missing_version_is_refused_in_one_line() -> None:
     result = _refusal("--model-version", "99")
     assert result.returncode == 2

@@ -115,6 +115,15 @@ def _preload_cuda_libraries(onnxruntime: Any) -> None:
         log.debug("ONNX Runtime could not preload CUDA libraries: %s", error)
 
 
+def auto_device() -> str:
+    """What ``--device auto`` means: ``cuda`` where ``nvidia-smi`` lists a GPU, else ``cpu``. Asked
+    without importing torch (seconds of start-up, and hundreds of MB in every process that inherits
+    it); with auto the backend is not strict, so a GPU it cannot use still falls back to the CPU."""
+    from litserve.connector import check_cuda_with_nvidia_smi
+
+    return "cuda" if check_cuda_with_nvidia_smi() > 0 else "cpu"
+
+
 def _cuda_index(device: str) -> int | None:
     if device == "cuda":
         return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from service.backends import Backend, load_backend
+from service.backends import Backend, auto_device, load_backend
 from service.errors import ServiceError, StartupError
 from service.preprocess import DEFAULT_MAX_PIXELS, image_to_pixels
 from service.repository import resolve
@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         labelled = bool(items) and all(item.label is not None for item in items)
         fmt = format_for(args.output, args.format)
         writer = open_results(args.output, fmt, items, args.probabilities, labelled, args.resume)
-        device = _auto_device() if args.device == "auto" else args.device
+        device = auto_device() if args.device == "auto" else args.device
         backend = load_backend(model, args.backend, device, strict=args.device != "auto")
     except (InputError, StartupError) as error:
         print(f"mnist-score: {error}", file=sys.stderr)
@@ -262,12 +262,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
         print(summary.report(labelled, writer.done, writer.errors_before))
     return EXIT_ROW_ERRORS if summary.errors or writer.errors_before else EXIT_OK
-
-
-def _auto_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 if __name__ == "__main__":

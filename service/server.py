@@ -25,13 +25,12 @@ from typing import Any
 import litserve as ls
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
-from litserve.connector import check_cuda_with_nvidia_smi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp
 
 from service.api import DigitAPI, WorkerConfig
-from service.backends import load_backend
+from service.backends import auto_device, load_backend
 from service.collector import tune_for_serving
 from service.cpus import usable_cpus
 from service.demo import install_demo_page
@@ -183,7 +182,7 @@ def _accelerator(device: str) -> tuple[str, Any]:
     if device == "cpu":
         return "cpu", "auto"
     if device == "auto":
-        return ("cuda" if check_cuda_with_nvidia_smi() > 0 else "cpu"), "auto"
+        return auto_device(), "auto"
     if device == "cuda":
         return "cuda", "auto"
     return "cuda", [int(device.split(":", 1)[1])]

@@ -6,6 +6,10 @@ below and counts them by ``reason`` in the metrics. Anything else that escapes i
 
 from __future__ import annotations
 
+# nginx's status for a client that closed its connection before its answer: counted in the request
+# metrics (a 4xx, not a server error), never sent.
+CLIENT_CLOSED_REQUEST = 499
+
 
 class ServiceError(Exception):
     status: int = 500

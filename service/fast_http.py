@@ -23,7 +23,7 @@ import httptools
 from fastapi import Request, Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
-from service.errors import PayloadTooLarge
+from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge
 
 Route = tuple[str, Any, dict[str, str]]  # (label for metrics, handler, path parameters)
 
@@ -31,9 +31,6 @@ Route = tuple[str, Any, dict[str, str]]  # (label for metrics, handler, path par
 # clients (http.client, requests) send the whole body before reading the answer, and closing a socket
 # with unread bytes resets it, so they would see a reset instead of the 413. Bounded in time.
 LINGER_SECONDS = 10.0
-# nginx's status for a client that closed its connection before the answer: counted in the request
-# metrics (a 4xx, not a server error), never sent.
-CLIENT_CLOSED_REQUEST = 499
 
 
 class InferenceHttpProtocol(HttpToolsProtocol):

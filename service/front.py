@@ -9,6 +9,7 @@ they become ASGI requests at all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, ServiceError
+from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge, ServiceError
 from service.metrics import observe_many
 from service.routes import InferenceSpec
 
@@ -197,11 +199,48 @@ class DirectRoutes:
             return
         label, handler, path_params = matched
         scope["route"] = _RouteLabel(label)
+        body_read = asyncio.Event()
+
+        async def tracked_receive() -> Message:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_read.set()
+            return message
+
+        # The handler reads the body when it needs it (after the API key and the queue slot); once it
+        # has, receive() only returns again when the client leaves.
+        answering = asyncio.ensure_future(self._answer(handler, Request(scope, tracked_receive), path_params))
+        leaving = asyncio.ensure_future(_left(receive, body_read))
+        await asyncio.wait((answering, leaving), return_when=asyncio.FIRST_COMPLETED)
+        response = answering.result() if answering.done() else None
+        if response is None:  # the client left: cancelling its request gives its queue slot back at once
+            answering.cancel()
+            await _client_left(send)
+        else:
+            await response(scope, receive, send)
+        leaving.cancel()
+
+    async def _answer(self, handler: Any, request: Request, path_params: dict[str, str]) -> Response | None:
         try:
-            response = await handler(Request(scope, receive), **path_params)
+            return await handler(request, **path_params)
+        except ClientDisconnect:  # gone while its body was being read
+            return None
         except Exception as error:
-            response = error_response(self.spec, error)
-        await response(scope, receive, send)
+            return error_response(self.spec, error)
+
+
+async def _left(receive: Receive, body_read: asyncio.Event) -> None:
+    """Returns once the client has gone (after its body was read, nothing else can arrive)."""
+    await body_read.wait()
+    with contextlib.suppress(Exception):  # a receive that fails means the connection is unusable
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
+async def _client_left(send: Send) -> None:
+    """Record CLIENT_CLOSED_REQUEST: RequestObserver counts the status it sees start, and uvicorn
+    sends nothing to a client that has gone."""
+    await send({"type": "http.response.start", "status": CLIENT_CLOSED_REQUEST, "headers": []})
 
 
 def front_of_app(app: ASGIApp, spec: InferenceSpec, max_bytes: int, metrics: RequestMetrics) -> ASGIApp:

@@ -221,20 +221,15 @@ def _metric(server: RunningServer, pattern: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_a_client_that_leaves_gives_its_queue_slot_back_at_once(tmp_path: Path, mnist: MnistArrays) -> None:
+@pytest.mark.parametrize("path", [(), ("--access-log", "true")], ids=["direct path", "uvicorn's ASGI path"])
+def test_a_client_that_leaves_gives_its_queue_slot_back_at_once(
+    path: tuple[str, ...], tmp_path: Path, mnist: MnistArrays
+) -> None:
     # One slot, and a worker that waits 3 s for its batch to fill: the first request holds the slot
-    # until then unless leaving gives it back.
-    running = start_server(
-        tmp_path,
-        "--queue-limit",
-        "1",
-        "--batch-timeout",
-        "3",
-        "--request-timeout",
-        "10",
-        "--api-servers",
-        "1",
-    )
+    # until then unless leaving gives it back. With the access log on, the inference routes take
+    # uvicorn's ASGI path (service.front.DirectRoutes) instead of service.fast_http.
+    flags = ("--queue-limit", "1", "--batch-timeout", "3", "--request-timeout", "10", "--api-servers", "1")
+    running = start_server(tmp_path, *flags, *path)
     try:
         gone = _connect(running)
         gone.sock.sendall(_post(_body(mnist, 1)))

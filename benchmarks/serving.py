@@ -1,17 +1,19 @@
-"""Serving benchmark: mnist-serve against a plain FastAPI baseline, driven by wrk, in the same run.
+"""Serving benchmark: mnist-serve, plain FastAPI baselines and Triton, driven by wrk, in the same run.
 
-Starts every server at once, each on its own port (ours, benchmarks/fastapi_baseline.py and, for
-JSON pixels, the tutorial endpoint benchmarks/fastapi_tutorial.py as ``async def`` and as ``def``);
-an idle server costs nothing. For each request body (JSON pixels, PNG upload, v2 JSON, v2 binary, 64
-images as JSON and as v2 binary) and each concurrency, Debian's `wrk` (benchmarks/wrk/post.lua)
-drives them in alternation, one run each per round, so that the machine's drift falls on all of them
-alike; prints the medians of --runs rounds: req/s, images/s, p50, p99, non-2xx, our/baseline ratios
-and, for mnist-serve, the mean number of requests per batch (from its /metrics). Also the raw backend
-throughput per batch size, before and after the servers (medians of 3 runs of 1 s each).
+Starts every server at once, each on its own port (ours, benchmarks/fastapi_baseline.py, for JSON
+pixels the tutorial endpoint benchmarks/fastapi_tutorial.py as ``async def`` and as ``def``, and for
+the v2 bodies NVIDIA Triton, benchmarks/triton_server.py); an idle server costs nothing. For each
+request body (JSON pixels, PNG upload, v2 JSON, v2 binary, 64 images as JSON and as v2 binary) and
+each concurrency, Debian's `wrk` (benchmarks/wrk/post.lua) drives them in alternation, one run each
+per round, so that the machine's drift falls on all of them alike; prints the medians of --runs
+rounds: req/s, images/s, p50, p99, non-2xx, our/baseline ratios and, for mnist-serve, the mean number
+of requests per batch (from its /metrics). Also the raw backend throughput per batch size, before and
+after the servers (medians of 3 runs of 1 s each).
 
     .venv/bin/python benchmarks/serving.py                       # full: c = 1, 16, 64, 256; 3 runs of 5 s
     .venv/bin/python benchmarks/serving.py --quick               # c = 64, one run of 3 s per cell
     .venv/bin/python benchmarks/serving.py --server-args "--api-servers 2"
+    .venv/bin/python benchmarks/serving.py --no-triton              # without Triton (no download)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import triton_server  # noqa: E402
 from benchmarks.traffic import (  # noqa: E402
     Target,
     bodies,
@@ -45,8 +49,13 @@ from benchmarks.traffic import (  # noqa: E402
 from service.backends import load_backend  # noqa: E402
 from service.repository import resolve  # noqa: E402
 
-TUTORIAL_BODIES = ("json-pixels",)
-BASELINES = ("fastapi", "tutorial", "tutorial-def")  # the columns of ratios, in order
+# What each server other than mnist-serve and the strict FastAPI baseline can be sent.
+ONLY_BODIES = {
+    "tutorial": ("json-pixels",),
+    "tutorial-def": ("json-pixels",),
+    "triton": ("v2-json", "v2-binary", "v2-binary-64-images"),  # Triton speaks v2 only
+}
+BASELINES = ("fastapi", "tutorial", "tutorial-def", "triton")  # the columns of ratios, in order
 RAW_BATCHES = [1, 16, 64, 256]
 
 
@@ -70,6 +79,16 @@ def raw_backend(images: np.ndarray, batch_sizes: list[int], runs: int = 3) -> di
     return rates
 
 
+def _triton_installed() -> bool:
+    """Triton downloaded and unpacked (first use), or why it will not be measured."""
+    try:
+        triton_server.install()
+    except (OSError, SystemExit, subprocess.CalledProcessError) as error:
+        print(f"Triton not measured: {error}", file=sys.stderr)
+        return False
+    return True
+
+
 def _raw_line(when: str, rates: dict[int, float]) -> str:
     return f"raw backend (ONNX Runtime, this process) {when}: " + ", ".join(
         f"batch {size}: {rate:,.0f} images/s" for size, rate in rates.items()
@@ -86,6 +105,12 @@ def main() -> None:
     )
     parser.add_argument("--server-args", default="", help="extra mnist-serve flags, e.g. '--api-servers 2'")
     parser.add_argument("--quick", action="store_true", help="concurrency 64, one run of 3 s per cell")
+    parser.add_argument(
+        "--triton",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure NVIDIA Triton on the v2 bodies (downloads it on first use)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.seconds, args.concurrency = 1, 3, "64"
@@ -105,11 +130,9 @@ def main() -> None:
         "tutorial": baseline("fastapi_tutorial.py", ports["tutorial"]),
         "tutorial-def": baseline("fastapi_tutorial.py", ports["tutorial-def"], "--sync"),
     }
-    # The tutorial endpoints take JSON pixels only (see their docstring).
-    served = {
-        name: [b for b in chosen if not name.startswith("tutorial") or b.name in TUTORIAL_BODIES]
-        for name in servers
-    }
+    if args.triton and _triton_installed():
+        servers["triton"] = baseline("triton_server.py", ports["triton"])
+    served = {name: [b for b in chosen if b.name in ONLY_BODIES.get(name, [b.name])] for name in servers}
     raw_before = raw_backend(images, RAW_BATCHES)
     results: dict[tuple[str, str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="mnist-bench-") as scratch, contextlib.ExitStack() as running:
@@ -136,7 +159,8 @@ def main() -> None:
     )
     print(
         f"{'body':<19} {'c':>4} {'server':<12} {'req/s':>8} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'non-2xx':>8} {'batch':>6} {'vs fastapi':>10} {'vs tutorial':>11} {'vs tutorial-def':>15}"
+        f"{'non-2xx':>8} {'batch':>6} {'vs fastapi':>10} {'vs tutorial':>11} {'vs tutorial-def':>15} "
+        f"{'vs triton':>9}"
     )
     images_per = {b.name: b.images for b in chosen}
     for body in chosen:
@@ -155,7 +179,8 @@ def main() -> None:
                 print(
                     f"{body.name:<19} {connections:>4} {name:<12} {m['rps']:>8.0f} "
                     f"{m['rps'] * images_per[body.name]:>9.0f} {m['p50_ms']:>8.1f} {m['p99_ms']:>8.1f} "
-                    f"{m['non2xx']:>8.0f} {batch:>6} {ratios[0]:>10} {ratios[1]:>11} {ratios[2]:>15}"
+                    f"{m['non2xx']:>8.0f} {batch:>6} {ratios[0]:>10} {ratios[1]:>11} {ratios[2]:>15} "
+                    f"{ratios[3]:>9}"
                 )
     print(_raw_line("before the servers", raw_before))
     print(_raw_line("after the servers", raw_after))

@@ -2,7 +2,8 @@
 # Run ON THE GPU MACHINE (the device tool), from the repository root, after benchmarks/gpu/prepare.sh
 # here; carry .whl, .deb and data/t10k-images-idx3-ubyte. Writes everything under $OUT:
 #   bash benchmarks/gpu/run.sh            # environment, GPU tests, the API-server curve
-#   bash benchmarks/gpu/run.sh serving    # then also serving.py (GPU server vs the CPU baselines)
+#   bash benchmarks/gpu/run.sh serving    # then also serving.py (GPU server vs the CPU baselines;
+#                                         # not Triton: it is downloaded, and that machine is offline)
 # Budget: about 5 minutes for the default, 4 more with "serving" (a device session has 15 in all).
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
@@ -57,6 +58,6 @@ timeout 330 "$PYTHON" benchmarks/scaling.py --api-servers 1,2,4,8 --concurrency 
 
 if [ "${1:-}" = serving ]; then
   timeout 240 "$PYTHON" benchmarks/serving.py --runs 3 --seconds 3 --concurrency 64,256 \
-    --bodies json-pixels,v2-binary-64-images --server-args "$SERVER_ARGS --api-servers 8" \
+    --bodies json-pixels,v2-binary-64-images --no-triton --server-args "$SERVER_ARGS --api-servers 8" \
     2>&1 | tee "$OUT/serving.txt"
 fi

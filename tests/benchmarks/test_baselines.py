@@ -1,5 +1,5 @@
-"""The serving benchmark compares like with like: every FastAPI baseline answers as mnist-serve does,
-and the servers of one cell are measured in alternation."""
+"""The serving benchmark compares like with like: every FastAPI baseline and Triton answer as
+mnist-serve does, and the servers of one cell are measured in alternation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import triton_server
 from benchmarks.traffic import (
+    Body,
     Target,
     batch_totals,
     bodies,
@@ -57,6 +59,37 @@ def test_baseline_answers_like_mnist_serve(
             theirs = _predict(port, image)["predictions"][0]
             assert theirs["digit"] == ours["digit"]
             np.testing.assert_allclose(theirs["probabilities"], ours["probabilities"], atol=1e-5)
+    finally:
+        assert stop(process) is not None
+
+
+def _v2_probabilities(port: int, body: Body) -> np.ndarray:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{body.path}", data=body.data, headers=body.headers
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+        output = json.loads(response.read())["outputs"][0]
+    assert output["name"] == "probabilities" and output["datatype"] == "FP32"
+    return np.asarray(output["data"], np.float32).reshape(output["shape"])
+
+
+@pytest.mark.skipif(
+    not triton_server.has_libpython(),
+    reason=f"Triton's Python backend needs the system's {triton_server.libpython()} (.ci/run installs it)",
+)
+def test_triton_answers_v2_requests_like_mnist_serve(server: RunningServer) -> None:
+    """The real tritonserver (downloaded on first use into .cache/triton) with its Python backend."""
+    port = free_port()
+    process = start([sys.executable, str(BENCHMARKS / "triton_server.py"), "--port", str(port)], port)
+    try:
+        v2_bodies = [b for b in bodies(mnist_test_images()) if b.name.startswith("v2")]
+        assert {b.name for b in v2_bodies} == {"v2-json", "v2-binary", "v2-binary-64-images"}
+        for body in v2_bodies:
+            ours, theirs = _v2_probabilities(server.port, body), _v2_probabilities(port, body)
+            assert theirs.shape == ours.shape == (body.images, 10)
+            assert (theirs.argmax(1) == ours.argmax(1)).all()
+            np.testing.assert_allclose(theirs, ours, atol=1e-5)
     finally:
         assert stop(process) is not None
 

@@ -57,11 +57,6 @@ class WorkerConnection(asyncio.Protocol):
         self._outgoing.append((job_id, pixels, admitted_at))
         return future
 
-    def forget(self, job_id: int, images: int) -> None:
-        """The client stopped waiting (timeout or disconnect); a late answer is dropped."""
-        if self.waiting.pop(job_id, None) is not None:
-            self.images_in_flight -= images
-
     def _flush(self) -> None:
         jobs, self._outgoing = self._outgoing, []
         if self.transport is None or self.transport.is_closing():
@@ -80,9 +75,11 @@ class WorkerConnection(asyncio.Protocol):
             future = self.waiting.pop(job_id, None)
             if status == wire.Status.OK:
                 rows, start = frame.probabilities[start : start + images], start + images
-            if future is None or future.done():
+            if future is None:
                 continue
-            self.images_in_flight -= images
+            self.images_in_flight -= images  # counted until the worker is done with it
+            if future.done():  # its client left, or it timed out: the answer is dropped
+                continue
             if status == wire.Status.OK:
                 future.set_result(Answer(rows, frame.version))
             elif status == wire.Status.EXPIRED:
@@ -140,25 +137,32 @@ class WorkerPool:
         self._scanning: asyncio.Lock | None = None  # created on the event loop that uses it
         self._deadlines: dict[float, Deadlines] = {}  # by timeout: in practice one, the server's
 
-    async def infer(self, pixels: np.ndarray, admitted_at: float, timeout: float | None) -> Answer:
+    def submit(self, pixels: np.ndarray, admitted_at: float, timeout: float | None) -> asyncio.Future[Answer]:
+        """Send a job to the least busy worker; the future resolves with its answer, or fails with
+        a 503 (worker lost) or a 504 (no answer within ``timeout``). Cancelling it drops the answer."""
         if self._scanner is None:  # one per API-server process, started on its event loop
             self._scanner = asyncio.get_running_loop().create_task(self._scan_forever())
-        if not self.connections:
-            await self.scan()
-            if not self.connections:
-                raise Unavailable("no inference worker is ready yet; retry")
+        if not self.connections:  # start-up, or every worker is being replaced: connect first
+            return asyncio.ensure_future(self._submit_after_scan(pixels, admitted_at, timeout))
         connection = min(self.connections.values(), key=lambda c: c.images_in_flight)
-        job_id = next(self._ids)
-        future = connection.submit(job_id, pixels, admitted_at)
+        future = connection.submit(next(self._ids), pixels, admitted_at)
         if timeout is not None:
             deadlines = self._deadlines.get(timeout)
             if deadlines is None:
                 deadlines = self._deadlines[timeout] = Deadlines(timeout)
             deadlines.add(future)
-        try:
-            return await future
-        finally:
-            connection.forget(job_id, len(pixels))
+        return future
+
+    async def _submit_after_scan(
+        self, pixels: np.ndarray, admitted_at: float, timeout: float | None
+    ) -> Answer:
+        await self.scan()
+        if not self.connections:
+            raise Unavailable("no inference worker is ready yet; retry")
+        return await self.submit(pixels, admitted_at, timeout)
+
+    async def infer(self, pixels: np.ndarray, admitted_at: float, timeout: float | None) -> Answer:
+        return await self.submit(pixels, admitted_at, timeout)
 
     def lost(self, connection: WorkerConnection) -> None:
         if self.connections.get(connection.path) is connection:

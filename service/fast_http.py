@@ -4,8 +4,9 @@ Under load, an API server spent more CPU on the ASGI layers around a request tha
 a task per request running uvicorn's ASGI wrapper, the scope, ``receive``, two ``send`` messages with
 uvicorn's per-header checks and two socket writes, Starlette's app and our two middleware wrappers.
 For ``POST /predict`` and the v2 infer routes this protocol collects the body while httptools parses
-it, calls the same route handler (``InferenceSpec``) with a Starlette ``Request`` over that body, and
-writes the status line, headers and body with one write: +13-15 % requests per second at concurrency 64
+it, has ``InferenceSpec`` check, admit and decode it into a job (synchronously, over a Starlette
+``Request`` on that body), sends the job to a worker and, from the answer future's callback, writes
+the status line, headers and body with one write: no task, coroutine chain or ASGI message per request
 (docs/performance.md). Parsing, keep-alive timers, flow control, shutdown and every other request
 (other routes, ``Expect: 100-continue``, requests pipelined behind one in flight, the access log)
 stay uvicorn's own ASGI path, where ``DirectRoutes`` serves the same handlers.
@@ -14,18 +15,22 @@ stay uvicorn's own ASGI path, where ``DirectRoutes`` serves the same handlers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import typing
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httptools
+import numpy as np
 from fastapi import Request, Response
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
+from service.dispatch import Answer
 from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge
+from service.routes import InferenceSpec, Job
 
-Route = tuple[str, Any, dict[str, str]]  # (label for metrics, handler, path parameters)
+Route = tuple[str, Any, dict[str, str]]  # (label for metrics, job maker, path parameters)
 
 # After refusing an oversized body the connection stays open to read and drop the rest of it: most
 # clients (http.client, requests) send the whole body before reading the answer, and closing a socket
@@ -37,6 +42,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     """Set by ``bind``: what the inference routes need (see service.server)."""
 
     match: Callable[[str, str], Route | None]
+    submit: Callable[[np.ndarray], asyncio.Future[Answer]]
+    release: Callable[[], None]  # gives a job's queue slot back
     on_error: Callable[[Exception], Response]
     observe: Callable[[str, str, int, float], None]
     max_bytes: int
@@ -44,15 +51,15 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     _route: Route | None = None  # None once that request is answered (the rest of its body is dropped)
     _body_complete = False
     _close_after_body = False  # an oversized body was refused: close once it has been read
-    _answering: asyncio.Task[None] | None = None  # the request in flight on this connection
+    _answering: asyncio.Future[Answer] | None = None  # the request in flight on this connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         answering = self._answering
         if answering is not None and not answering.done():
             # The client left before its answer: give its queue slot back now instead of when the
-            # worker answers. Scheduled, so that a task created in this same turn has started first.
-            self.loop.call_soon(answering.cancel)
+            # worker answers (the worker's answer is then dropped).
+            answering.cancel()
 
     def on_message_begin(self) -> None:
         self._direct = None
@@ -120,46 +127,59 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         if self._route is not None:
             # Reading goes on, as on uvicorn's own path, so that a client leaving is noticed now:
             # a request pipelined behind this one is queued by uvicorn until the answer is written.
-            self._answer_now(self._handle(bytes(self._direct)))
+            self._start(bytes(self._direct))
         elif self._close_after_body:
             self.transport.close()
 
     def _refuse(self, error: PayloadTooLarge) -> None:
+        assert self._route is not None
         self._direct = bytearray()  # nothing more is kept
+        label, self._route = self._route[0], None  # whatever else arrives for this request is dropped
+        self._respond(self.cycle, label, time.perf_counter(), self.on_error(error), too_large=True)
 
-        async def refusal() -> Response:
-            raise error
-
-        self._answer_now(refusal(), too_large=True)
-
-    def _handle(self, body: bytes) -> Any:
+    def _start(self, body: bytes) -> None:
         assert self._route is not None
-        _, handler, path_params = self._route
-        return handler(_ReadRequest(typing.cast(dict[str, Any], self.scope), body), **path_params)
+        (label, make_job, path_params), self._route = self._route, None
+        started = time.perf_counter()
+        try:
+            job = make_job(_ReadRequest(typing.cast(dict[str, Any], self.scope), body), body, **path_params)
+        except Exception as error:  # ServiceErrors become their status; anything else a logged 500
+            self._respond(self.cycle, label, started, self.on_error(error))
+            return
+        answering = self._answering = self.submit(job.pixels)
+        self.tasks.add(answering)  # type: ignore[arg-type]  # uvicorn's shutdown waits until it is empty
+        answering.add_done_callback(functools.partial(self._answered, self.cycle, label, started, job))
 
-    def _answer_now(self, response: Any, too_large: bool = False) -> None:
-        assert self._route is not None
-        task = self.loop.create_task(self._answer(self.cycle, self._route[0], response, too_large))
-        task.add_done_callback(self.tasks.discard)
-        self.tasks.add(task)
-        self._answering = task
-        self._route = None  # whatever else arrives for this request is dropped
-
-    async def _answer(
+    def _answered(
         self,
         cycle: RequestResponseCycle,
         label: str,
-        pending: typing.Awaitable[Response],
-        too_large: bool,
+        started: float,
+        job: Job,
+        answer: asyncio.Future[Answer],
     ) -> None:
-        started = time.perf_counter()
-        try:
-            response = await pending
-        except asyncio.CancelledError:  # the client left (connection_lost); nobody to answer
+        self.tasks.discard(answer)
+        self.release()
+        if answer.cancelled():  # the client left (connection_lost); nobody to answer
             self.observe(label, "POST", CLIENT_CLOSED_REQUEST, started)
-            raise
-        except Exception as error:  # ServiceErrors become their status; anything else a logged 500
-            response = self.on_error(error)
+            return
+        try:
+            error = answer.exception()
+            if error is not None and not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt and the like are not the client's answer
+            response = self.on_error(error) if error is not None else job.respond(answer.result())
+        except Exception as failure:
+            response = self.on_error(failure)
+        self._respond(cycle, label, started, response)
+
+    def _respond(
+        self,
+        cycle: RequestResponseCycle,
+        label: str,
+        started: float,
+        response: Response,
+        too_large: bool = False,
+    ) -> None:
         self.observe(label, "POST", response.status_code, started)
         cycle.response_complete = True
         if cycle.disconnected or self.transport.is_closing():
@@ -202,6 +222,7 @@ async def _disconnected() -> dict[str, Any]:
 
 
 def bind(
+    spec: InferenceSpec,
     match: Callable[[str, str], Route | None],
     on_error: Callable[[Exception], Response],
     observe: Callable[[str, str, int, float], None],
@@ -210,6 +231,8 @@ def bind(
     """The protocol class for one server (uvicorn's ``http=``), bound to its routes and limits."""
     attributes = {
         "match": staticmethod(match),
+        "submit": staticmethod(spec.submit),
+        "release": staticmethod(spec.release),
         "on_error": staticmethod(on_error),
         "observe": staticmethod(observe),
         "max_bytes": max_bytes,

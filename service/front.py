@@ -149,15 +149,16 @@ def error_response(spec: InferenceSpec, error: Exception) -> Response:
 def match_inference_route(
     spec: InferenceSpec, method: str, path: str
 ) -> tuple[str, Any, dict[str, str]] | None:
-    """(route label, handler, path parameters) for the inference routes; None for every other request."""
+    """(route label, job maker, path parameters) for the inference routes; None for every other request.
+    A job maker checks, admits and decodes a request (``InferenceSpec.predict_job`` / ``v2_job``)."""
     if method != "POST":
         return None
     if path == "/predict":
-        return "/predict", spec.predict, {}
+        return "/predict", spec.predict_job, {}
     parts = path.split("/")
     # /v2/models/{name}/infer and /v2/models/{name}/versions/{version}/infer
     if len(parts) == 5 and parts[1:3] == ["v2", "models"] and parts[4] == "infer" and parts[3]:
-        return "/v2/models/{name}/infer", spec.v2_infer, {"name": parts[3]}
+        return "/v2/models/{name}/infer", spec.v2_job, {"name": parts[3]}
     if (
         len(parts) == 7
         and parts[1:3] == ["v2", "models"]
@@ -168,7 +169,7 @@ def match_inference_route(
     ):
         return (
             "/v2/models/{name}/versions/{version}/infer",
-            spec.v2_infer,
+            spec.v2_job,
             {"name": parts[3], "version": parts[5]},
         )
     return None
@@ -197,7 +198,7 @@ class DirectRoutes:
         if matched is None:
             await self.app(scope, receive, send)
             return
-        label, handler, path_params = matched
+        label, make_job, path_params = matched
         scope["route"] = _RouteLabel(label)
         body_read = asyncio.Event()
 
@@ -207,9 +208,10 @@ class DirectRoutes:
                 body_read.set()
             return message
 
-        # The handler reads the body when it needs it (after the API key and the queue slot); once it
-        # has, receive() only returns again when the client leaves.
-        answering = asyncio.ensure_future(self._answer(handler, Request(scope, tracked_receive), path_params))
+        # Once the body is read, receive() only returns again when the client leaves.
+        answering = asyncio.ensure_future(
+            self._answer(make_job, Request(scope, tracked_receive), path_params)
+        )
         leaving = asyncio.ensure_future(_left(receive, body_read))
         await asyncio.wait((answering, leaving), return_when=asyncio.FIRST_COMPLETED)
         response = answering.result() if answering.done() else None
@@ -220,9 +222,9 @@ class DirectRoutes:
             await response(scope, receive, send)
         leaving.cancel()
 
-    async def _answer(self, handler: Any, request: Request, path_params: dict[str, str]) -> Response | None:
+    async def _answer(self, make_job: Any, request: Request, path_params: dict[str, str]) -> Response | None:
         try:
-            return await handler(request, **path_params)
+            return await self.spec.serve(make_job(request, await request.body(), **path_params))
         except ClientDisconnect:  # gone while its body was being read
             return None
         except Exception as error:

@@ -9,11 +9,10 @@ and waits for its probabilities with a deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import multiprocessing as mp
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,15 @@ from service.worker_loop import worker_sockets
 
 SERVER_NAME = "mnist-serving"
 RUNTIME_CACHE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """An inference request that passed its checks and holds a queue slot: the validated pixels for
+    a worker, and how the worker's answer becomes the response."""
+
+    pixels: np.ndarray
+    respond: Callable[[Answer], Response]
 
 
 @dataclass(frozen=True)
@@ -162,10 +170,10 @@ class InferenceSpec(LitSpec):
         # Workers report "ready" just before they start listening.
         return workers_ready and bool(worker_sockets(self.config.socket_dir))
 
-    @contextlib.contextmanager
-    def _admission(self) -> Iterator[None]:
+    def _admit(self) -> None:
         """Reserve one of the queue-limit slots before any work is spent on the request: past the
-        limit, refusing costs next to nothing, so shedding does not eat the capacity it protects."""
+        limit, refusing costs next to nothing, so shedding does not eat the capacity it protects.
+        Whoever holds a slot gives it back with ``release`` once the request is over."""
         # The raw value under one acquisition: Value.value would take the (re-entrant) lock again.
         lock, admitted = self.admitted.get_lock(), self.admitted.get_obj()
         with lock:
@@ -175,17 +183,26 @@ class InferenceSpec(LitSpec):
                     reason="overloaded",
                 )
             admitted.value += 1
-        try:
-            yield
-        finally:
-            with lock:
-                admitted.value -= 1
 
-    async def _infer(self, pixels: np.ndarray) -> Answer:
-        """Send validated pixels to a worker and wait for its answer (call within _admission)."""
+    def release(self) -> None:
+        lock, admitted = self.admitted.get_lock(), self.admitted.get_obj()
+        with lock:
+            admitted.value -= 1
+
+    def submit(self, pixels: np.ndarray) -> asyncio.Future[Answer]:
+        """Send a job's validated pixels to a worker; the future holds its answer (or its 503 / 504)."""
         if self._workers is None:  # per API-server process: its connections belong to its event loop
             self._workers = WorkerPool(self.config.socket_dir)
-        return await self._workers.infer(pixels, time.monotonic(), self.config.request_timeout or None)
+        return self._workers.submit(pixels, time.monotonic(), self.config.request_timeout or None)
+
+    async def serve(self, job: Job) -> Response:
+        """Await a job's answer and turn it into the response (uvicorn's ASGI path; service.fast_http
+        runs the same steps with callbacks)."""
+        try:
+            answer = await self.submit(job.pixels)
+        finally:
+            self.release()
+        return job.respond(answer)
 
     def _model_payload(self, version: str) -> dict[str, str]:
         device = self._runtime()["device"]
@@ -202,6 +219,14 @@ class InferenceSpec(LitSpec):
 
     async def predict(self, request: Request) -> Response:
         """Classify one or more digit images: multipart upload, raw image body, or JSON (base64 or pixels)."""
+        return await self.serve(self.predict_job(request, await request.body()))
+
+    async def v2_infer(self, request: Request, name: str, version: str | None = None) -> Response:
+        """Open Inference Protocol v2 inference: JSON tensors or Triton's binary tensor extension."""
+        return await self.serve(self.v2_job(request, await request.body(), name, version))
+
+    def predict_job(self, request: Request, body: bytes) -> Job:
+        """Check, admit and decode a /predict request (raises a ServiceError for the client)."""
         self._authorize(request)
         # ?include=pixels adds the 28x28 image the model saw, so clients can show the preprocessing.
         include: set[str] = set()
@@ -209,54 +234,63 @@ class InferenceSpec(LitSpec):
             include = {item for value in request.query_params.getlist("include") for item in value.split(",")}
         if include - {"pixels", ""}:
             raise BadRequest(f"unknown include {sorted(include - {'pixels', ''})}; the only one is 'pixels'")
-        with self._admission():
-            pixels = await self._predict_pixels(request)
-            answer = await self._infer(pixels)
-        body = predictions_body(
-            answer.probabilities,
-            self._model_payload(answer.version),
-            pixels if "pixels" in include else None,
-        )
-        return Response(body, media_type="application/json")
+        self._admit()
+        try:
+            pixels = self._predict_pixels(request, body)
+        except BaseException:
+            self.release()
+            raise
+        shown = pixels if "pixels" in include else None
 
-    async def _predict_pixels(self, request: Request) -> np.ndarray:
+        def respond(answer: Answer) -> Response:
+            payload = self._model_payload(answer.version)
+            return Response(
+                predictions_body(answer.probabilities, payload, shown), media_type="application/json"
+            )
+
+        return Job(pixels, respond)
+
+    def _predict_pixels(self, request: Request, body: bytes) -> np.ndarray:
         content_type = media_type(request.headers.get("content-type"))
         limits = self.config.limits
         if content_type == "multipart/form-data":
             blobs = uploaded_files(
-                await request.body(),
+                body,
                 request.headers["content-type"],
                 max_files=limits.max_images + 1,  # one more than allowed: images_to_pixels words the 413
                 max_fields=limits.max_images + 16,
             )
             return images_to_pixels(blobs, limits)
         if content_type in IMAGE_TYPES or content_type == "application/octet-stream":
-            return images_to_pixels([await request.body()], limits)
+            return images_to_pixels([body], limits)
         if content_type == "application/json" or content_type.endswith("+json"):
-            return json_to_pixels(await request.body(), limits)
+            return json_to_pixels(body, limits)
         raise UnsupportedMediaType(
             f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data, "
             "an image/* body, or application/json"
         )
 
-    async def v2_infer(self, request: Request, name: str, version: str | None = None) -> Response:
-        """Open Inference Protocol v2 inference: JSON tensors or Triton's binary tensor extension."""
+    def v2_job(self, request: Request, body: bytes, name: str, version: str | None = None) -> Job:
+        """Check, admit and decode a v2 infer request (raises a ServiceError for the client)."""
         self._authorize(request)
         self._check_model(name, version)
         model = self.config.model
-        with self._admission():
+        self._admit()
+        try:
             parsed: V2Request = parse_v2_infer(
-                await request.body(),
-                dict(request.headers),
-                model.input_name,
-                model.output_name,
-                self.config.limits,
+                body, dict(request.headers), model.input_name, model.output_name, self.config.limits
             )
-            answer = await self._infer(parsed.pixels)
-        body, headers = v2_infer_body(
-            answer.probabilities, parsed, model.name, answer.version, model.output_name
-        )
-        return Response(body, headers=headers)
+        except BaseException:
+            self.release()
+            raise
+
+        def respond(answer: Answer) -> Response:
+            body, headers = v2_infer_body(
+                answer.probabilities, parsed, model.name, answer.version, model.output_name
+            )
+            return Response(body, headers=headers)
+
+        return Job(parsed.pixels, respond)
 
     async def server_metadata(self) -> Response:
         return _json(

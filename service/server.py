@@ -253,6 +253,7 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, soc
     )
     request_metrics = RequestMetrics(spec)
     http_protocol = bind(
+        spec,
         functools.partial(match_inference_route, spec),
         functools.partial(error_response, spec),
         request_metrics.observe,

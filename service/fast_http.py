@@ -18,13 +18,14 @@ import asyncio
 import functools
 import time
 import typing
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httptools
 import numpy as np
-from fastapi import Request, Response
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from fastapi import Response
+from starlette.datastructures import QueryParams
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service.dispatch import Answer
 from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge
@@ -52,6 +53,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     _body_complete = False
     _close_after_body = False  # an oversized body was refused: close once it has been read
     _answering: asyncio.Future[Answer] | None = None  # the request in flight on this connection
+    _cycle: _DirectCycle  # the direct request's, also in self.cycle for uvicorn
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -79,21 +81,10 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         scope["raw_path"] = parsed.path
         scope["query_string"] = parsed.query or b""
         scope["http_version"] = http_version
-        # A cycle that is never started: while it is incomplete, uvicorn queues pipelined requests
-        # behind it, and shutdown() marks it not keep-alive instead of closing the connection.
-        self.cycle = RequestResponseCycle(
-            scope=self.scope,
-            transport=self.transport,
-            flow=self.flow,
-            logger=self.logger,
-            access_logger=self.access_logger,
-            access_log=False,
-            default_headers=self.server_state.default_headers,
-            message_event=asyncio.Event(),
-            expect_100_continue=False,
-            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
-            on_response=self.on_response_complete,
-        )
+        # While it is incomplete, uvicorn queues pipelined requests behind it, and shutdown() marks it
+        # not keep-alive instead of closing the connection.
+        self._cycle = _DirectCycle(http_version != "1.0" and self.parser.should_keep_alive())
+        self.cycle = self._cycle  # type: ignore[assignment]
         self._direct, self._route = bytearray(), route
         declared = next((value for name, value in self.headers if name == b"content-length"), b"")
         if declared.isdigit() and int(declared) > self.max_bytes:  # before reading the body
@@ -135,24 +126,25 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         assert self._route is not None
         self._direct = bytearray()  # nothing more is kept
         label, self._route = self._route[0], None  # whatever else arrives for this request is dropped
-        self._respond(self.cycle, label, time.perf_counter(), self.on_error(error), too_large=True)
+        self._respond(self._cycle, label, time.perf_counter(), self.on_error(error), too_large=True)
 
     def _start(self, body: bytes) -> None:
         assert self._route is not None
         (label, make_job, path_params), self._route = self._route, None
         started = time.perf_counter()
         try:
-            job = make_job(_ReadRequest(typing.cast(dict[str, Any], self.scope), body), body, **path_params)
+            request = _DirectRequest(typing.cast(dict[str, Any], self.scope), self.headers)
+            job = make_job(request, body, **path_params)
         except Exception as error:  # ServiceErrors become their status; anything else a logged 500
-            self._respond(self.cycle, label, started, self.on_error(error))
+            self._respond(self._cycle, label, started, self.on_error(error))
             return
         answering = self._answering = self.submit(job.pixels)
         self.tasks.add(answering)  # type: ignore[arg-type]  # uvicorn's shutdown waits until it is empty
-        answering.add_done_callback(functools.partial(self._answered, self.cycle, label, started, job))
+        answering.add_done_callback(functools.partial(self._answered, self._cycle, label, started, job))
 
     def _answered(
         self,
-        cycle: RequestResponseCycle,
+        cycle: _DirectCycle,
         label: str,
         started: float,
         job: Job,
@@ -165,16 +157,43 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             return
         try:
             error = answer.exception()
-            if error is not None and not isinstance(error, Exception):
+            if error is None:
+                body, headers = job.respond(answer.result())
+                self._reply(cycle, label, started, body, headers)
+                return
+            if not isinstance(error, Exception):
                 raise error  # KeyboardInterrupt and the like are not the client's answer
-            response = self.on_error(error) if error is not None else job.respond(answer.result())
+            response = self.on_error(error)
         except Exception as failure:
             response = self.on_error(failure)
         self._respond(cycle, label, started, response)
 
+    def _reply(
+        self, cycle: _DirectCycle, label: str, started: float, body: bytes, headers: dict[str, str]
+    ) -> None:
+        """A 200 with its body: the head written straight from the reply's headers."""
+        self.observe(label, "POST", 200, started)
+        cycle.response_complete = True
+        if cycle.disconnected or self.transport.is_closing():
+            return
+        head: list[bytes] = [STATUS_LINE[200]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        for text, value_text in headers.items():
+            head += [text.encode("latin-1"), b": ", value_text.encode("latin-1"), b"\r\n"]
+        head.append(b"content-length: %d\r\n" % len(body))
+        if not cycle.keep_alive:
+            head.append(b"connection: close\r\n")
+        head += [b"\r\n", body]
+        self.transport.write(b"".join(head))
+        if cycle.keep_alive:
+            self.on_response_complete()
+        else:
+            self.transport.close()
+
     def _respond(
         self,
-        cycle: RequestResponseCycle,
+        cycle: _DirectCycle,
         label: str,
         started: float,
         response: Response,
@@ -201,24 +220,40 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
-class _ReadRequest(Request):
-    """A Starlette request whose body has already been read (Request.body() would replay it through
-    an async generator: 2 µs a request)."""
+class _DirectRequest:
+    """The request as the job makers read it (routes.RequestView), without Starlette's Request: its
+    headers as a plain dict (the first of repeated headers wins, as in Starlette's Headers)."""
 
-    def __init__(self, scope: dict[str, Any], body: bytes) -> None:
-        super().__init__(scope, _disconnected)
-        self._read_body = body
+    __slots__ = ("headers", "scope")
 
-    async def body(self) -> bytes:
-        return self._read_body
+    def __init__(self, scope: dict[str, Any], raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.scope = scope
+        self.headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw_headers)
+        }
 
-    async def stream(self) -> AsyncGenerator[bytes, None]:  # what form() parses multipart bodies from
-        yield self._read_body
+    @property
+    def query_params(self) -> QueryParams:
+        return QueryParams(self.scope["query_string"])
 
 
-async def _disconnected() -> dict[str, Any]:
-    """The ASGI receive() behind a request whose body is complete: nothing more will come."""
-    return {"type": "http.disconnect"}
+class _DirectCycle:
+    """What uvicorn's protocol reads of ``self.cycle`` while a direct request is in flight (its own
+    RequestResponseCycle is an ASGI state machine): queue pipelined requests behind it until
+    ``response_complete``; on shutdown, close after the answer (``keep_alive`` cleared)."""
+
+    __slots__ = ("disconnected", "keep_alive", "response_complete")
+
+    class _NoMessages:
+        def set(self) -> None:  # connection_lost wakes an ASGI receive(); there is none here
+            pass
+
+    message_event = _NoMessages()
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False
 
 
 def bind(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,7 +170,7 @@ def _v2_tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[n
 
 
 def parse_v2_infer(
-    body: bytes, headers: dict[str, str], input_name: str, output_name: str, limits: Limits
+    body: bytes, headers: Mapping[str, str], input_name: str, output_name: str, limits: Limits
 ) -> V2Request:
     header_length = headers.get(BINARY_HEADER)
     if header_length is not None:

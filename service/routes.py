@@ -12,7 +12,8 @@ import asyncio
 import hmac
 import multiprocessing as mp
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 import orjson
 from fastapi import Request, Response
 from litserve.specs.base import LitSpec
+from starlette.datastructures import QueryParams
 
 from service.api import runtime_records
 from service.dispatch import Answer, WorkerPool
@@ -48,16 +50,34 @@ from service.repository import ModelVersion
 from service.worker_loop import worker_sockets
 
 SERVER_NAME = "mnist-serving"
+JSON_TYPE = {"content-type": "application/json"}
 RUNTIME_CACHE_S = 5.0
+
+
+class RequestView(typing.Protocol):
+    """What the job makers read of a request: a Starlette ``Request`` on uvicorn's ASGI path, a plain
+    view on the direct path (service.fast_http)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # lower-case names
+
+    @property
+    def scope(self) -> Mapping[str, Any]: ...
+
+    @property
+    def query_params(self) -> QueryParams: ...
+
+
+Reply = tuple[bytes, dict[str, str]]  # a 200 answer's body and its headers (content-type and the like)
 
 
 @dataclass(frozen=True)
 class Job:
     """An inference request that passed its checks and holds a queue slot: the validated pixels for
-    a worker, and how the worker's answer becomes the response."""
+    a worker, and how the worker's answer becomes the reply."""
 
     pixels: np.ndarray
-    respond: Callable[[Answer], Response]
+    respond: Callable[[Answer], Reply]
 
 
 @dataclass(frozen=True)
@@ -118,7 +138,7 @@ class InferenceSpec(LitSpec):
 
     # --- helpers ------------------------------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> None:
+    def _authorize(self, request: RequestView) -> None:
         expected = self.config.api_key
         if expected is None:
             return
@@ -202,7 +222,8 @@ class InferenceSpec(LitSpec):
             answer = await self.submit(job.pixels)
         finally:
             self.release()
-        return job.respond(answer)
+        body, headers = job.respond(answer)
+        return Response(body, headers=headers)
 
     def _model_payload(self, version: str) -> dict[str, str]:
         device = self._runtime()["device"]
@@ -225,7 +246,7 @@ class InferenceSpec(LitSpec):
         """Open Inference Protocol v2 inference: JSON tensors or Triton's binary tensor extension."""
         return await self.serve(self.v2_job(request, await request.body(), name, version))
 
-    def predict_job(self, request: Request, body: bytes) -> Job:
+    def predict_job(self, request: RequestView, body: bytes) -> Job:
         """Check, admit and decode a /predict request (raises a ServiceError for the client)."""
         self._authorize(request)
         # ?include=pixels adds the 28x28 image the model saw, so clients can show the preprocessing.
@@ -242,15 +263,14 @@ class InferenceSpec(LitSpec):
             raise
         shown = pixels if "pixels" in include else None
 
-        def respond(answer: Answer) -> Response:
-            payload = self._model_payload(answer.version)
-            return Response(
-                predictions_body(answer.probabilities, payload, shown), media_type="application/json"
-            )
+        def respond(answer: Answer) -> Reply:
+            return predictions_body(
+                answer.probabilities, self._model_payload(answer.version), shown
+            ), JSON_TYPE
 
         return Job(pixels, respond)
 
-    def _predict_pixels(self, request: Request, body: bytes) -> np.ndarray:
+    def _predict_pixels(self, request: RequestView, body: bytes) -> np.ndarray:
         content_type = media_type(request.headers.get("content-type"))
         limits = self.config.limits
         if content_type == "multipart/form-data":
@@ -270,7 +290,7 @@ class InferenceSpec(LitSpec):
             "an image/* body, or application/json"
         )
 
-    def v2_job(self, request: Request, body: bytes, name: str, version: str | None = None) -> Job:
+    def v2_job(self, request: RequestView, body: bytes, name: str, version: str | None = None) -> Job:
         """Check, admit and decode a v2 infer request (raises a ServiceError for the client)."""
         self._authorize(request)
         self._check_model(name, version)
@@ -278,17 +298,14 @@ class InferenceSpec(LitSpec):
         self._admit()
         try:
             parsed: V2Request = parse_v2_infer(
-                body, dict(request.headers), model.input_name, model.output_name, self.config.limits
+                body, request.headers, model.input_name, model.output_name, self.config.limits
             )
         except BaseException:
             self.release()
             raise
 
-        def respond(answer: Answer) -> Response:
-            body, headers = v2_infer_body(
-                answer.probabilities, parsed, model.name, answer.version, model.output_name
-            )
-            return Response(body, headers=headers)
+        def respond(answer: Answer) -> Reply:
+            return v2_infer_body(answer.probabilities, parsed, model.name, answer.version, model.output_name)
 
         return Job(parsed.pixels, respond)
 

@@ -7,6 +7,7 @@ speaks and every artifact matches the SHA-256 recorded for it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -29,11 +30,11 @@ class ModelVersion:
     folder: Path
     metadata: dict[str, Any]
 
-    @property
+    @functools.cached_property  # read for every request
     def input_name(self) -> str:
         return str(self.metadata["inputs"][0]["name"])
 
-    @property
+    @functools.cached_property
     def output_name(self) -> str:
         return str(self.metadata["outputs"][0]["name"])
 

@@ -4,10 +4,10 @@ Under load, an API server spent more CPU on the ASGI layers around a request tha
 a task per request running uvicorn's ASGI wrapper, the scope, ``receive``, two ``send`` messages with
 uvicorn's per-header checks and two socket writes, Starlette's app and our two middleware wrappers.
 For ``POST /predict`` and the v2 infer routes this protocol collects the body while httptools parses
-it, has ``InferenceSpec`` check, admit and decode it into a job (synchronously, over a Starlette
-``Request`` on that body), sends the job to a worker and, from the answer future's callback, writes
-the status line, headers and body with one write: no task, coroutine chain or ASGI message per request
-(docs/performance.md). Parsing, keep-alive timers, flow control, shutdown and every other request
+it, has ``InferenceSpec`` check, admit and decode it into a job (synchronously, over a plain view of
+the headers), sends the job to a worker and, from the answer future's callback, writes the status
+line, headers and body with one write: no task, coroutine chain, Starlette object or ASGI message per
+request (docs/performance.md). Parsing, keep-alive timers, flow control, shutdown and every other request
 (other routes, ``Expect: 100-continue``, requests pipelined behind one in flight, the access log)
 stay uvicorn's own ASGI path, where ``DirectRoutes`` serves the same handlers.
 """
@@ -171,25 +171,10 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     def _reply(
         self, cycle: _DirectCycle, label: str, started: float, body: bytes, headers: dict[str, str]
     ) -> None:
-        """A 200 with its body: the head written straight from the reply's headers."""
-        self.observe(label, "POST", 200, started)
-        cycle.response_complete = True
-        if cycle.disconnected or self.transport.is_closing():
-            return
-        head: list[bytes] = [STATUS_LINE[200]]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
-        for text, value_text in headers.items():
-            head += [text.encode("latin-1"), b": ", value_text.encode("latin-1"), b"\r\n"]
-        head.append(b"content-length: %d\r\n" % len(body))
-        if not cycle.keep_alive:
-            head.append(b"connection: close\r\n")
-        head += [b"\r\n", body]
-        self.transport.write(b"".join(head))
-        if cycle.keep_alive:
-            self.on_response_complete()
-        else:
-            self.transport.close()
+        """A 200 with its body, the head written straight from the reply's headers."""
+        raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        raw.append((b"content-length", b"%d" % len(body)))
+        self._write(cycle, label, started, 200, raw, body)
 
     def _respond(
         self,
@@ -199,17 +184,30 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         response: Response,
         too_large: bool = False,
     ) -> None:
-        self.observe(label, "POST", response.status_code, started)
+        status, headers = response.status_code, response.raw_headers
+        self._write(cycle, label, started, status, headers, response.body, too_large)
+
+    def _write(
+        self,
+        cycle: _DirectCycle,
+        label: str,
+        started: float,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes | memoryview,
+        too_large: bool = False,
+    ) -> None:
+        self.observe(label, "POST", status, started)
         cycle.response_complete = True
         if cycle.disconnected or self.transport.is_closing():
             return
         keep_alive = cycle.keep_alive and not too_large  # the rest of an oversized body is dropped
-        head: list[bytes | memoryview] = [STATUS_LINE[response.status_code]]
-        for name, value in [*self.server_state.default_headers, *response.raw_headers]:
+        head: list[bytes | memoryview] = [STATUS_LINE[status]]
+        for name, value in [*self.server_state.default_headers, *headers]:
             head += [name, b": ", value, b"\r\n"]
         if not keep_alive:
             head.append(b"connection: close\r\n")
-        head += [b"\r\n", response.body]
+        head += [b"\r\n", body]
         self.transport.write(b"".join(head))
         if keep_alive:
             self.on_response_complete()

@@ -40,7 +40,7 @@ from benchmarks.traffic import Body, bodies, mnist_test_images  # noqa: E402
 from service import wire  # noqa: E402
 from service.dispatch import WorkerConnection, WorkerPool  # noqa: E402
 from service.fast_http import bind  # noqa: E402
-from service.front import RequestMetrics, error_response, match_inference_route  # noqa: E402
+from service.front import RequestMetrics  # noqa: E402
 from service.protocol import Limits  # noqa: E402
 from service.repository import resolve  # noqa: E402
 from service.routes import InferenceSpec, RouteConfig  # noqa: E402
@@ -110,13 +110,7 @@ def build(socket_dir: Path) -> tuple[type[asyncio.Protocol], InferenceSpec]:
         )
     )
     metrics = RequestMetrics(spec)
-    protocol = bind(
-        spec,
-        lambda method, path: match_inference_route(spec, method, path),
-        lambda error: error_response(spec, error),
-        metrics.observe,
-        10_000_000,
-    )
+    protocol = bind(spec, metrics.observe, 10_000_000)
     return protocol, spec
 
 

@@ -144,11 +144,7 @@ class WorkerPool:
             self._scanner = asyncio.get_running_loop().create_task(self._scan_forever())
         if not self.connections:  # start-up, or every worker is being replaced: connect first
             return asyncio.ensure_future(self._submit_after_scan(pixels, admitted_at, timeout))
-        connections = self.connections
-        if len(connections) == 1:  # one worker per device: the usual case
-            (connection,) = connections.values()
-        else:
-            connection = min(connections.values(), key=lambda c: c.images_in_flight)
+        connection = min(self.connections.values(), key=lambda c: c.images_in_flight)
         future = connection.submit(next(self._ids), pixels, admitted_at)
         if timeout is not None:
             deadlines = self._deadlines.get(timeout)

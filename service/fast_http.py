@@ -29,6 +29,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service.dispatch import Answer
 from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge
+from service.front import error_response, match_inference_route
 from service.routes import InferenceSpec, Job
 
 Route = tuple[str, Any, dict[str, str]]  # (label for metrics, job maker, path parameters)
@@ -255,18 +256,15 @@ class _DirectCycle:
 
 
 def bind(
-    spec: InferenceSpec,
-    match: Callable[[str, str], Route | None],
-    on_error: Callable[[Exception], Response],
-    observe: Callable[[str, str, int, float], None],
-    max_bytes: int,
+    spec: InferenceSpec, observe: Callable[[str, str, int, float], None], max_bytes: int
 ) -> type[InferenceHttpProtocol]:
-    """The protocol class for one server (uvicorn's ``http=``), bound to its routes and limits."""
+    """The protocol class for one server (uvicorn's ``http=``), bound to its routes and limits: the
+    same route matching and error mapping as ``front.DirectRoutes``."""
     attributes = {
-        "match": staticmethod(match),
+        "match": staticmethod(functools.partial(match_inference_route, spec)),
         "submit": staticmethod(spec.submit),
         "release": staticmethod(spec.release),
-        "on_error": staticmethod(on_error),
+        "on_error": staticmethod(functools.partial(error_response, spec)),
         "observe": staticmethod(observe),
         "max_bytes": max_bytes,
     }

@@ -9,7 +9,6 @@ and waits for its probabilities with a deadline.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import multiprocessing as mp
 import time
@@ -69,6 +68,7 @@ class RequestView(typing.Protocol):
     def query_params(self) -> QueryParams: ...
 
 
+T = typing.TypeVar("T")
 Reply = tuple[bytes, dict[str, str]]  # a 200 answer's body and its headers (content-type and the like)
 
 
@@ -120,7 +120,6 @@ class InferenceSpec(LitSpec):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["admitted"] = None  # only the API servers admit requests; workers never need the counter
-        state.pop("_admission", None)
         state["_workers"] = None
         return state
 
@@ -191,11 +190,12 @@ class InferenceSpec(LitSpec):
         # Workers report "ready" just before they start listening.
         return workers_ready and bool(worker_sockets(self.config.socket_dir))
 
-    def _admit(self) -> None:
-        """Reserve one of the queue-limit slots before any work is spent on the request: past the
-        limit, refusing costs next to nothing, so shedding does not eat the capacity it protects.
-        Whoever holds a slot gives it back with ``release`` once the request is over."""
-        lock, admitted = self._admission
+    def _admitted(self, decode: Callable[[], T]) -> T:
+        """Reserve one of the queue-limit slots, then decode: past the limit, refusing costs next to
+        nothing, so shedding does not eat the capacity it protects. A request that fails to decode
+        gives its slot back at once; any other gives it back with ``release`` once it is over."""
+        # The raw value under one acquisition: Value.value would take the (re-entrant) lock again.
+        lock, admitted = self.admitted.get_lock(), self.admitted.get_obj()
         with lock:
             if admitted.value >= self.config.queue_limit:
                 raise Unavailable(
@@ -203,16 +203,16 @@ class InferenceSpec(LitSpec):
                     reason="overloaded",
                 )
             admitted.value += 1
+        try:
+            return decode()
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
-        lock, admitted = self._admission
+        lock, admitted = self.admitted.get_lock(), self.admitted.get_obj()
         with lock:
             admitted.value -= 1
-
-    @functools.cached_property
-    def _admission(self) -> tuple[Any, Any]:
-        # The raw value under one acquisition: Value.value would take the (re-entrant) lock again.
-        return self.admitted.get_lock(), self.admitted.get_obj()
 
     def submit(self, pixels: np.ndarray) -> asyncio.Future[Answer]:
         """Send a job's validated pixels to a worker; the future holds its answer (or its 503 / 504)."""
@@ -260,12 +260,7 @@ class InferenceSpec(LitSpec):
             include = {item for value in request.query_params.getlist("include") for item in value.split(",")}
         if include - {"pixels", ""}:
             raise BadRequest(f"unknown include {sorted(include - {'pixels', ''})}; the only one is 'pixels'")
-        self._admit()
-        try:
-            pixels = self._predict_pixels(request, body)
-        except BaseException:
-            self.release()
-            raise
+        pixels = self._admitted(lambda: self._predict_pixels(request, body))
         shown = pixels if "pixels" in include else None
 
         def respond(answer: Answer) -> Reply:
@@ -300,14 +295,11 @@ class InferenceSpec(LitSpec):
         self._authorize(request)
         self._check_model(name, version)
         model = self.config.model
-        self._admit()
-        try:
-            parsed: V2Request = parse_v2_infer(
+        parsed: V2Request = self._admitted(
+            lambda: parse_v2_infer(
                 body, request.headers, model.input_name, model.output_name, self.config.limits
             )
-        except BaseException:
-            self.release()
-            raise
+        )
 
         def respond(answer: Answer) -> Reply:
             return v2_infer_body(answer.probabilities, parsed, model.name, answer.version, model.output_name)

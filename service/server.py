@@ -38,10 +38,8 @@ from service.errors import NotFound, ServiceError, StartupError
 from service.fast_http import bind
 from service.front import (
     RequestMetrics,
-    error_response,
     front_of_app,
     json_error,
-    match_inference_route,
     service_error_response,
     unexpected_error_response,
 )
@@ -252,13 +250,7 @@ def build_server(settings: Settings, model: ModelVersion, metrics_dir: Path, soc
         )
     )
     request_metrics = RequestMetrics(spec)
-    http_protocol = bind(
-        spec,
-        functools.partial(match_inference_route, spec),
-        functools.partial(error_response, spec),
-        request_metrics.observe,
-        settings.max_request_bytes,
-    )
+    http_protocol = bind(spec, request_metrics.observe, settings.max_request_bytes)
     loop = SocketLoop(
         socket_dir,
         max_jobs=settings.max_batch_size,

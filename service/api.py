@@ -22,8 +22,9 @@ import litserve as ls
 import numpy as np
 
 from service.backends import Backend, load_backend
+from service.batch_metrics import BatchMetrics
 from service.collector import tune_for_serving
-from service.metrics import Metrics, observe_many
+from service.metrics import Metrics
 from service.reload import ModelWatcher
 from service.repository import ModelVersion
 
@@ -97,6 +98,7 @@ class DigitAPI(ls.LitAPI):
         self.config = config
         self.serving: Serving | None = None
         self.metrics: Metrics | None = None
+        self.batch_metrics: BatchMetrics | None = None
         self.device = "cpu"
         self._next_gpu_sample = 0.0
 
@@ -112,6 +114,7 @@ class DigitAPI(ls.LitAPI):
         )
         self.device = device
         self.metrics = Metrics()
+        self.batch_metrics = BatchMetrics(self.metrics, self.config.low_confidence)
         self._switch(self.config.model)
         tune_for_serving()
         if self.config.poll_interval_s > 0:
@@ -167,27 +170,24 @@ class DigitAPI(ls.LitAPI):
         self._observe(admitted_at, started, finished, probabilities, serving.backend.device)
         return probabilities, serving.model.version
 
+    def metrics_due_in(self) -> float | None:
+        """Seconds until the held batch metrics are due to be written; None when none are held."""
+        return None if self.batch_metrics is None else self.batch_metrics.due_in()
+
+    def flush_metrics(self, force: bool) -> None:
+        """Write the held batch metrics if asked to (``force``) or once they are due."""
+        batch_metrics = self.batch_metrics
+        if batch_metrics is not None and (force or batch_metrics.due_in() == 0.0):
+            batch_metrics.flush()
+
     def _observe(
         self, admitted_at: np.ndarray, started: float, finished: float, probabilities: np.ndarray, device: str
     ) -> None:
-        metrics = self.metrics
-        assert metrics is not None
-        observe_many(metrics.queue_wait, started - admitted_at)
-        metrics.inference.observe(finished - started)
+        assert self.metrics is not None and self.batch_metrics is not None
+        self.batch_metrics.add(started - admitted_at, finished - started, probabilities)
         if device.startswith("cuda") and finished >= self._next_gpu_sample:
             self._next_gpu_sample = finished + GPU_SAMPLE_INTERVAL_S
-            metrics.gpu_memory.labels(device).set(gpu_memory_used(device))
-        metrics.batch_requests.observe(len(admitted_at))
-        metrics.batch_images.observe(len(probabilities))
-        metrics.images.inc(len(probabilities))
-        per_digit = np.bincount(probabilities.argmax(1), minlength=len(metrics.predicted_digits))
-        for digit in np.flatnonzero(per_digit).tolist():
-            metrics.predicted_digits[digit].inc(int(per_digit[digit]))
-        confidence = probabilities.max(1)
-        observe_many(metrics.confidence, confidence)
-        low = int((confidence < self.config.low_confidence).sum())
-        if low:
-            metrics.low_confidence.inc(low)
+            self.metrics.gpu_memory.labels(device).set(gpu_memory_used(device))
 
 
 def _info_labels(serving: Serving) -> tuple[str, str, str, str, str]:

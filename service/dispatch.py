@@ -44,6 +44,7 @@ class WorkerConnection(asyncio.Protocol):
         self.waiting: dict[int, asyncio.Future[Answer]] = {}
         self.images_in_flight = 0
         self._outgoing: list[tuple[int, np.ndarray, float]] = []
+        self._flushes: collections.deque[asyncio.Future[None]] = collections.deque()  # answered in order
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -55,6 +56,16 @@ class WorkerConnection(asyncio.Protocol):
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outgoing.append((job_id, pixels, admitted_at))
+        return future
+
+    def flush_metrics(self) -> asyncio.Future[None]:
+        """Ask the worker to write the metrics it holds; resolves once it has (or is gone)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.transport is None or self.transport.is_closing():
+            future.set_result(None)
+            return future
+        self._flushes.append(future)
+        self.transport.write(wire.encode_flush_request())
         return future
 
     def _flush(self) -> None:
@@ -70,6 +81,10 @@ class WorkerConnection(asyncio.Protocol):
             self._resolve(wire.decode_answer(payload))
 
     def _resolve(self, frame: wire.AnswerFrame) -> None:
+        if not len(frame.entries):  # the reply to the oldest flush request
+            if self._flushes and not (flushed := self._flushes.popleft()).done():
+                flushed.set_result(None)
+            return
         start = 0
         for job_id, images, status in frame.entries.tolist():
             future = self.waiting.pop(job_id, None)
@@ -89,6 +104,10 @@ class WorkerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool.lost(self)
+        for flushed in self._flushes:  # nothing more to wait for there
+            if not flushed.done():
+                flushed.set_result(None)
+        self._flushes.clear()
         for future in self.waiting.values():
             if not future.done():
                 future.set_exception(Unavailable("inference worker failed; retry", reason="worker_failed"))
@@ -160,6 +179,15 @@ class WorkerPool:
         if not self.connections:
             raise Unavailable("no inference worker is ready yet; retry")
         return await self.submit(pixels, admitted_at, timeout)
+
+    async def flush_metrics(self, timeout: float) -> None:
+        """Have every worker write the metrics it holds in memory, waiting at most ``timeout`` seconds
+        (a worker in the middle of a long batch replies after it)."""
+        if not self.connections:
+            await self.scan()
+        flushes = [connection.flush_metrics() for connection in self.connections.values()]
+        if flushes:
+            await asyncio.wait(flushes, timeout=timeout)
 
     async def infer(self, pixels: np.ndarray, admitted_at: float, timeout: float | None) -> Answer:
         return await self.submit(pixels, admitted_at, timeout)

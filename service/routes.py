@@ -52,6 +52,7 @@ from service.worker_loop import worker_sockets
 SERVER_NAME = "mnist-serving"
 JSON_TYPE = {"content-type": "application/json"}
 RUNTIME_CACHE_S = 5.0
+METRICS_FLUSH_TIMEOUT_S = 2.0
 
 
 class RequestView(typing.Protocol):
@@ -214,11 +215,14 @@ class InferenceSpec(LitSpec):
         with lock:
             admitted.value -= 1
 
-    def submit(self, pixels: np.ndarray) -> asyncio.Future[Answer]:
-        """Send a job's validated pixels to a worker; the future holds its answer (or its 503 / 504)."""
+    def _worker_pool(self) -> WorkerPool:
         if self._workers is None:  # per API-server process: its connections belong to its event loop
             self._workers = WorkerPool(self.config.socket_dir)
-        return self._workers.submit(pixels, time.monotonic(), self.config.request_timeout or None)
+        return self._workers
+
+    def submit(self, pixels: np.ndarray) -> asyncio.Future[Answer]:
+        """Send a job's validated pixels to a worker; the future holds its answer (or its 503 / 504)."""
+        return self._worker_pool().submit(pixels, time.monotonic(), self.config.request_timeout or None)
 
     async def serve(self, job: Job) -> Response:
         """Await a job's answer and turn it into the response (uvicorn's ASGI path; service.fast_http
@@ -357,6 +361,7 @@ class InferenceSpec(LitSpec):
         )
 
     async def metrics_endpoint(self) -> Response:
+        await self._worker_pool().flush_metrics(METRICS_FLUSH_TIMEOUT_S)  # workers hold batch metrics
         body = await asyncio.to_thread(
             render, self.config.metrics_dir, self.config.main_pid, self.admitted.value
         )

@@ -6,6 +6,9 @@ Each frame carries every job one side has ready, so one system call moves a whol
     answer frame    u32 length | u32 jobs | jobs x (u64 id, u32 images, u8 status) | u16 n | version (n
                     bytes, UTF-8) | float32 probabilities of the OK jobs, in job order
 
+A request frame without jobs asks the worker to write the metrics it holds in memory
+(``service.batch_metrics``); it replies with an answer frame without jobs once they are written.
+
 Fixed little-endian layouts read with numpy: no pickle crosses a process boundary.
 """
 
@@ -70,6 +73,14 @@ def encode_answer(entries: np.ndarray, version: str, probabilities: np.ndarray) 
         label,
         np.ascontiguousarray(probabilities, np.float32).data,
     )
+
+
+def encode_flush_request() -> bytes:
+    return encode_request([], [], [])
+
+
+def encode_flushed() -> bytes:
+    return encode_answer(np.zeros(0, ANSWER_ENTRY), "", np.zeros((0, CLASSES), np.float32))
 
 
 def decode_answer(payload: memoryview) -> AnswerFrame:

@@ -80,12 +80,18 @@ class SocketLoop(_BaseLoop):
         log.info(
             "worker %d listening on %s", os.getpid(), socket_path(self.socket_dir, worker_id, os.getpid())
         )
+        flushes: list[socket.socket] = []  # connections that asked for the metrics to be written
         while True:
-            self._read(selector, listener, buffers, pending, None)  # wait for the next jobs
+            # Wait for the next jobs; with metrics held, no longer than until they are due.
+            self._read(selector, listener, buffers, pending, flushes, lit_api.metrics_due_in())
             if pending and self.batch_timeout > 0 and _job_count(pending) < self.max_jobs:
                 deadline = time.monotonic() + self.batch_timeout
                 while _job_count(pending) < self.max_jobs and (left := deadline - time.monotonic()) > 0:
-                    self._read(selector, listener, buffers, pending, left)
+                    self._read(selector, listener, buffers, pending, flushes, left)
+            lit_api.flush_metrics(force=bool(flushes))
+            for connection in flushes:  # written before these replies: the scrape that asked sees them
+                self._send_frame(connection, wire.encode_flushed(), selector, buffers)
+            flushes.clear()
             for batch in self._batches(pending):
                 self._answer(lit_api, batch, selector, buffers)
 
@@ -108,6 +114,7 @@ class SocketLoop(_BaseLoop):
         listener: socket.socket,
         buffers: dict[socket.socket, bytearray],
         pending: dict[socket.socket, Pending],
+        flushes: list[socket.socket],
         timeout: float | None,
     ) -> None:
         for key, _ in selector.select(timeout):
@@ -131,6 +138,9 @@ class SocketLoop(_BaseLoop):
             buffer += data
             for payload in wire.split_frames(buffer):
                 frame = wire.decode_request(payload)
+                if not len(frame.entries):
+                    flushes.append(connection)
+                    continue
                 jobs = pending.setdefault(connection, Pending(connection))
                 jobs.entries.append(frame.entries)
                 jobs.pixels.append(frame.pixels)
@@ -174,16 +184,18 @@ class SocketLoop(_BaseLoop):
         if self.request_timeout:
             keep = time.monotonic() - entries["admitted_at"] <= self.request_timeout
             answers["status"][~keep] = wire.Status.EXPIRED
-        image_keep = np.repeat(keep, entries["images"])
         probabilities = np.zeros((0, wire.CLASSES), np.float32)
         version = ""
-        if keep.any():
+        if keep.all():  # nothing expired (the usual case): the batch's pixels as they are
+            pixels, admitted_at, images = batch.pixels, entries["admitted_at"], entries["images"]
+        else:
+            pixels = batch.pixels[np.repeat(keep, entries["images"])]
+            admitted_at, images = entries["admitted_at"][keep], entries["images"][keep]
+        if len(images):
             try:
-                probabilities, version = lit_api.predict(
-                    batch.pixels[image_keep], entries["admitted_at"][keep], entries["images"][keep]
-                )
+                probabilities, version = lit_api.predict(pixels, admitted_at, images)
             except Exception:  # the backend failed this batch: its clients get a 503 and may retry
-                log.exception("inference failed for a batch of %d jobs", int(keep.sum()))
+                log.exception("inference failed for a batch of %d jobs", len(images))
                 answers["status"][keep] = wire.Status.FAILED
                 keep[:] = False
         self._send(batch, answers, keep, version, probabilities, selector, buffers)
@@ -198,21 +210,29 @@ class SocketLoop(_BaseLoop):
         selector: selectors.BaseSelector,
         buffers: dict[socket.socket, bytearray],
     ) -> None:
-        """One frame per connection, holding its jobs' answers in the order they were read."""
+        """One frame per source, holding its jobs' answers in the order they were read."""
+        # Rows of the computed jobs only, in job order: each source's rows are one contiguous slice.
         image_starts = _offsets(answers["images"] * computed)
-        by_connection: dict[socket.socket, list[int]] = {}
         job = 0
         for connection, records in batch.sources:
-            by_connection.setdefault(connection, []).extend(range(job, job + len(records)))
-            job += len(records)
-        for connection, indexes in by_connection.items():
-            rows = [probabilities[image_starts[i] : image_starts[i + 1]] for i in indexes if computed[i]]
-            block = np.concatenate(rows) if rows else np.zeros((0, wire.CLASSES), np.float32)
-            frame = wire.encode_answer(answers[indexes], version, block)
-            try:
-                connection.sendall(frame)
-            except OSError:  # gone or stuck: its requests fail there with a 503 when the socket closes
-                _drop(connection, selector, buffers)
+            end = job + len(records)
+            rows = probabilities[image_starts[job] : image_starts[end]]
+            self._send_frame(
+                connection, wire.encode_answer(answers[job:end], version, rows), selector, buffers
+            )
+            job = end
+
+    def _send_frame(
+        self,
+        connection: socket.socket,
+        frame: bytes,
+        selector: selectors.BaseSelector,
+        buffers: dict[socket.socket, bytearray],
+    ) -> None:
+        try:
+            connection.sendall(frame)
+        except OSError:  # gone or stuck: its requests fail there with a 503 when the socket closes
+            _drop(connection, selector, buffers)
 
 
 def _offsets(counts: np.ndarray) -> list[int]:

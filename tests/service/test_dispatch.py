@@ -29,6 +29,14 @@ class MarkedDigits:
 
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.metrics_written = 0  # batches whose metrics were written (as the real worker's flush does)
+
+    def metrics_due_in(self) -> float | None:
+        return None  # held until an API server asks
+
+    def flush_metrics(self, force: bool) -> None:
+        if force:
+            self.metrics_written = len(self.batches)
 
     def predict(
         self, pixels: np.ndarray, admitted_at: np.ndarray, images_per_job: np.ndarray
@@ -137,3 +145,18 @@ def test_no_worker_is_a_503_not_a_hang(tmp_path: Path) -> None:
 
     with pytest.raises(Unavailable, match="no inference worker"):
         asyncio.run(run())
+
+
+def test_a_flush_request_is_answered_after_the_worker_wrote_its_metrics(
+    worker: tuple[Path, MarkedDigits],
+) -> None:
+    folder, model = worker
+
+    async def run() -> int:
+        pool = WorkerPool(folder)
+        await asyncio.gather(*(pool.infer(_images([d]), time.monotonic(), 5.0) for d in range(6)))
+        assert model.metrics_written == 0  # held by the worker until asked
+        await pool.flush_metrics(timeout=5.0)
+        return model.metrics_written
+
+    assert asyncio.run(run()) == len(model.batches) > 0

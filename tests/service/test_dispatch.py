@@ -116,6 +116,25 @@ def test_jobs_older_than_the_request_timeout_are_not_computed(worker: tuple[Path
     assert model.batches == []
 
 
+def test_expired_jobs_in_a_batch_leave_the_others_their_own_rows(worker: tuple[Path, MarkedDigits]) -> None:
+    folder, model = worker
+    jobs = [([1, 2], 1.0), ([3], 0.0), ([4, 5, 6], 1.0), ([7, 8], 0.0)]  # (digits, admitted seconds ago)
+
+    async def run() -> list[list[int] | str]:
+        pool = WorkerPool(folder)
+        now = time.monotonic()
+        answers = await asyncio.gather(
+            *(pool.infer(_images(digits), now - ago, 5.0) for digits, ago in jobs), return_exceptions=True
+        )
+        return [
+            type(a).__name__ if isinstance(a, BaseException) else a.probabilities.argmax(1).tolist()
+            for a in answers
+        ]
+
+    assert asyncio.run(run()) == ["QueueTimeout", [3], "QueueTimeout", [7, 8]]
+    assert model.batches == [2]  # one batch, holding only the two fresh jobs
+
+
 def test_an_answer_later_than_the_timeout_is_a_504_and_the_pool_goes_on(
     worker: tuple[Path, MarkedDigits],
 ) -> None:

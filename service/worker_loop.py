@@ -89,16 +89,27 @@ class SocketLoop(_BaseLoop):
         while True:
             # Wait for the next jobs; with metrics held, no longer than until they are due.
             self._read(selector, listener, buffers, pending, flushes, lit_api.metrics_due_in())
+            self._flush_metrics(lit_api, flushes, selector, buffers)
             if pending and self.batch_timeout > 0 and _job_count(pending) < self.max_jobs:
                 deadline = time.monotonic() + self.batch_timeout
                 while _job_count(pending) < self.max_jobs and (left := deadline - time.monotonic()) > 0:
                     self._read(selector, listener, buffers, pending, flushes, left)
-            lit_api.flush_metrics(force=bool(flushes))
-            for connection in flushes:  # written before these replies: the scrape that asked sees them
-                self._send_frame(connection, wire.encode_flushed(), selector, buffers)
-            flushes.clear()
+                    self._flush_metrics(lit_api, flushes, selector, buffers)  # a scrape does not wait
             for batch in self._batches(pending):
                 self._answer(lit_api, batch, selector, buffers)
+
+    def _flush_metrics(
+        self,
+        lit_api: Any,
+        flushes: list[socket.socket],
+        selector: selectors.BaseSelector,
+        buffers: dict[socket.socket, bytearray],
+    ) -> None:
+        """Write the held metrics if they are due or an API server asked, then reply to those that did."""
+        lit_api.flush_metrics(force=bool(flushes))
+        for connection in flushes:  # written before these replies: the scrape that asked sees them
+            self._send_frame(connection, wire.encode_flushed(), selector, buffers)
+        flushes.clear()
 
     def _listen(self, worker_id: int) -> socket.socket:
         """Listen on a fresh socket, published by rename only once it accepts connections."""

@@ -87,6 +87,24 @@ def test_keep_alive_answers_many_requests_on_one_connection(
     reader.sock.close()
 
 
+KEEP_ALIVE_S = 5  # uvicorn's default, which the server keeps
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_an_active_one_is_not(
+    server: RunningServer, mnist: MnistArrays
+) -> None:
+    reader = _connect(server)
+    for _ in range(3):  # a request every 3 s: the timer armed after the first answer finds it busy
+        reader.sock.sendall(_post(_body(mnist)))
+        assert reader.response()[0] == 200
+        last_answer = time.monotonic()
+        time.sleep(3)
+    reader.sock.settimeout(KEEP_ALIVE_S + 5)
+    assert reader.sock.recv(1) == b""  # closed by the server, with nothing sent
+    idle = time.monotonic() - last_answer
+    assert KEEP_ALIVE_S - 0.5 <= idle <= KEEP_ALIVE_S + 1.5, idle
+
+
 def test_pipelined_requests_are_answered_in_order(server: RunningServer, mnist: MnistArrays) -> None:
     reader = _connect(server)
     health = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -254,7 +254,7 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
         clients = [threading.Thread(target=keep_asking) for _ in range(4)]
         for client in clients:
             client.start()
-        time.sleep(1.5)
+        time.sleep(3.0)  # long enough that the first answers' metrics are written before the kill
         os.kill(worker, signal.SIGKILL)
         killed_at = time.monotonic()
         not_ready_after = None
@@ -285,11 +285,11 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
         # The dead worker's written counts are kept; what it held in memory (batch_metrics: at most its
         # last FLUSH_INTERVAL_S of batches) died with it. Its replacement's are written at the scrape.
         held_when_killed = sum(
-            status == 200 and killed_at - FLUSH_INTERVAL_S - 0.25 < at < killed_at + 0.25
+            status == 200 and killed_at - FLUSH_INTERVAL_S - 1.0 < at < killed_at + 0.25  # 1 s: a busy CI
             for status, _, at in answers
         )
         assert answered - held_when_killed <= computed <= answered + 4
-        assert computed > 2  # counts written before the kill survived it
+        assert answered - held_when_killed > 2, "no answer outside that window: the bound checked nothing"
     finally:
         running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
         assert running.stop() == 0, running.log()

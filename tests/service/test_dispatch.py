@@ -122,6 +122,7 @@ def test_expired_jobs_in_a_batch_leave_the_others_their_own_rows(worker: tuple[P
 
     async def run() -> list[list[int] | str]:
         pool = WorkerPool(folder)
+        await pool.scan()  # connected first, so that the four jobs leave in one frame, read as one batch
         now = time.monotonic()
         answers = await asyncio.gather(
             *(pool.infer(_images(digits), now - ago, 5.0) for digits, ago in jobs), return_exceptions=True

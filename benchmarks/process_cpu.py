@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.traffic import (  # noqa: E402
+    Body,
     bodies,
     free_port,
     mnist_serve_command,
@@ -50,29 +51,25 @@ def role(process: psutil.Process, main_pid: int) -> str:
     return "API server / manager"
 
 
-def one_round(main_pid: int, port: int, body_name: str, connections: int, seconds: float) -> None:
-    body = next(b for b in bodies(mnist_test_images()) if b.name == body_name)
-    with tempfile.TemporaryDirectory() as folder:
-        body_file = Path(folder) / "body"
-        body_file.write_bytes(body.data)
-        result: dict[str, float] = {}
-        wrk = threading.Thread(
-            target=lambda: result.update(run_wrk(port, body, body_file, connections, seconds))
-        )
-        wrk.start()
-        time.sleep(SETTLE_S)
-        server = psutil.Process(main_pid)
-        labels = {p.pid: role(p, main_pid) for p in [server, *server.children(recursive=True)]}
-        labels.update({p.pid: "wrk" for p in psutil.process_iter(["name"]) if p.info["name"] == "wrk"})
-        processes = [psutil.Process(pid) for pid in labels]
-        before = {p.pid: p.cpu_times() for p in processes}
-        window_start = time.monotonic()
-        time.sleep(seconds - 2 * SETTLE_S)
-        after = {p.pid: p.cpu_times() for p in processes if p.is_running()}
-        window = time.monotonic() - window_start
-        wrk.join()
+def one_round(
+    main_pid: int, port: int, body: Body, body_file: Path, connections: int, seconds: float
+) -> None:
+    result: dict[str, float] = {}
+    wrk = threading.Thread(target=lambda: result.update(run_wrk(port, body, body_file, connections, seconds)))
+    wrk.start()
+    time.sleep(SETTLE_S)
+    server = psutil.Process(main_pid)
+    labels = {p.pid: role(p, main_pid) for p in [server, *server.children(recursive=True)]}
+    labels.update({p.pid: "wrk" for p in psutil.process_iter(["name"]) if p.info["name"] == "wrk"})
+    processes = [psutil.Process(pid) for pid in labels]
+    before = {p.pid: p.cpu_times() for p in processes}
+    window_start = time.monotonic()
+    time.sleep(seconds - 2 * SETTLE_S)
+    after = {p.pid: p.cpu_times() for p in processes if p.is_running()}
+    window = time.monotonic() - window_start
+    wrk.join()
     rate = result["rps"]
-    print(f"{body_name} c={connections}: {rate:,.0f} req/s, p99 {result['p99_ms']:.1f} ms")
+    print(f"{body.name} c={connections}: {rate:,.0f} req/s, p99 {result['p99_ms']:.1f} ms")
     for process in processes:
         if process.pid not in after:
             continue
@@ -95,11 +92,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--server-args", default="", help="extra mnist-serve flags")
     args = parser.parse_args()
+    body = next(b for b in bodies(mnist_test_images()) if b.name == args.body)
     port = free_port()
     server = start(mnist_serve_command(port, *shlex.split(args.server_args)), port)
     try:
-        for _ in range(args.rounds):
-            one_round(server.pid, port, args.body, args.concurrency, args.seconds)
+        with tempfile.TemporaryDirectory() as folder:
+            body_file = Path(folder) / "body"
+            body_file.write_bytes(body.data)
+            for _ in range(args.rounds):
+                one_round(server.pid, port, body, body_file, args.concurrency, args.seconds)
     finally:
         stop(server)
 

@@ -44,7 +44,9 @@ class WorkerConnection(asyncio.Protocol):
         self.waiting: dict[int, asyncio.Future[Answer]] = {}
         self.images_in_flight = 0
         self._outgoing: list[tuple[int, np.ndarray, float]] = []
-        self._flushes: collections.deque[asyncio.Future[None]] = collections.deque()  # answered in order
+        self._metric_flushes: collections.deque[asyncio.Future[None]] = (
+            collections.deque()
+        )  # answered in order
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -64,7 +66,7 @@ class WorkerConnection(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             future.set_result(None)
             return future
-        self._flushes.append(future)
+        self._metric_flushes.append(future)
         self.transport.write(wire.encode_flush_request())
         return future
 
@@ -82,7 +84,7 @@ class WorkerConnection(asyncio.Protocol):
 
     def _resolve(self, frame: wire.AnswerFrame) -> None:
         if not len(frame.entries):  # the reply to the oldest flush request
-            if self._flushes and not (flushed := self._flushes.popleft()).done():
+            if self._metric_flushes and not (flushed := self._metric_flushes.popleft()).done():
                 flushed.set_result(None)
             return
         start = 0
@@ -104,10 +106,10 @@ class WorkerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool.lost(self)
-        for flushed in self._flushes:  # nothing more to wait for there
+        for flushed in self._metric_flushes:  # nothing more to wait for there
             if not flushed.done():
                 flushed.set_result(None)
-        self._flushes.clear()
+        self._metric_flushes.clear()
         for future in self.waiting.values():
             if not future.done():
                 future.set_exception(Unavailable("inference worker failed; retry", reason="worker_failed"))

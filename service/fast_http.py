@@ -38,6 +38,7 @@ Route = tuple[str, Any, dict[str, str]]  # (label for metrics, job maker, path p
 # clients (http.client, requests) send the whole body before reading the answer, and closing a socket
 # with unread bytes resets it, so they would see a reset instead of the 413. Bounded in time.
 LINGER_SECONDS = 10.0
+MAX_CACHED_ROUTES = 256  # (method, path) -> route, per API server: matching costs more than a lookup
 
 
 class InferenceHttpProtocol(HttpToolsProtocol):
@@ -49,6 +50,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     on_error: Callable[[Exception], Response]
     observe: Callable[[str, str, int, float], None]
     max_bytes: int
+    _routes: dict[tuple[bytes, bytes], Route | None]  # matches made so far (bind gives each class its own)
     _direct: bytearray | None = None  # the body so far, while a request on this path is being parsed
     _route: Route | None = None  # None once that request is answered (the rest of its body is dropped)
     _body_complete = False
@@ -107,17 +109,22 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        parsed = httptools.parse_url(self.url)
-        route = self._direct_route(parsed.path)
+        url = self.url
+        if url[:1] == b"/" and b"?" not in url and b"#" not in url:  # the usual request target: a path
+            path, query = url, b""
+        else:
+            parsed = httptools.parse_url(url)
+            path, query = parsed.path, parsed.query or b""
+        route = self._direct_route(path)
         if route is None:
             super().on_headers_complete()
             return
         http_version = self.parser.get_http_version()
         scope = self.scope
         scope["method"] = "POST"
-        scope["path"] = self.root_path + parsed.path.decode("ascii")
-        scope["raw_path"] = parsed.path
-        scope["query_string"] = parsed.query or b""
+        scope["path"] = self.root_path + path.decode("ascii")
+        scope["raw_path"] = path
+        scope["query_string"] = query
         scope["http_version"] = http_version
         # While it is incomplete, uvicorn queues pipelined requests behind it, and shutdown() marks it
         # not keep-alive instead of closing the connection.
@@ -138,7 +145,14 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             or b"%" in path  # percent-decoding and its corner cases: uvicorn's path
         ):
             return None
-        return self.match(self.parser.get_method().decode("ascii"), path.decode("ascii"))
+        key = (self.parser.get_method(), path)
+        routes = self._routes
+        if key in routes:
+            return routes[key]
+        route = self.match(key[0].decode("ascii"), path.decode("ascii"))
+        if len(routes) < MAX_CACHED_ROUTES:  # paths are client-chosen: bound what is kept
+            routes[key] = route
+        return route
 
     def on_body(self, body: bytes) -> None:
         if self._direct is None:
@@ -210,9 +224,9 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         self, cycle: _DirectCycle, label: str, started: float, body: bytes, headers: dict[str, str]
     ) -> None:
         """A 200 with its body, the head written straight from the reply's headers."""
-        raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-        raw.append((b"content-length", b"%d" % len(body)))
-        self._write(cycle, label, started, 200, raw, body)
+        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        head = lines.encode("latin-1") + b"content-length: %d\r\n" % len(body)
+        self._write(cycle, label, started, 200, head, body)
 
     def _respond(
         self,
@@ -222,8 +236,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         response: Response,
         too_large: bool = False,
     ) -> None:
-        status, headers = response.status_code, response.raw_headers
-        self._write(cycle, label, started, status, headers, response.body, too_large)
+        head = b"".join([name + b": " + value + b"\r\n" for name, value in response.raw_headers])
+        self._write(cycle, label, started, response.status_code, head, response.body, too_large)
 
     def _write(
         self,
@@ -231,22 +245,23 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         label: str,
         started: float,
         status: int,
-        headers: list[tuple[bytes, bytes]],
+        head: bytes,
         body: bytes | memoryview,
         too_large: bool = False,
     ) -> None:
+        """Write the status line, the server's default headers (date, server), ``head`` and the body."""
         self.observe(label, "POST", status, started)
         cycle.response_complete = True
         if cycle.disconnected or self.transport.is_closing():
             return
         keep_alive = cycle.keep_alive and not too_large  # the rest of an oversized body is dropped
-        head: list[bytes | memoryview] = [STATUS_LINE[status]]
-        for name, value in [*self.server_state.default_headers, *headers]:
-            head += [name, b": ", value, b"\r\n"]
-        if not keep_alive:
-            head.append(b"connection: close\r\n")
-        head += [b"\r\n", body]
-        self.transport.write(b"".join(head))
+        defaults = self.server_state.default_headers  # a new list each second (the date header)
+        cached_for, default_head = _default_head
+        if defaults is not cached_for:
+            default_head = b"".join([name + b": " + value + b"\r\n" for name, value in defaults])
+            _default_head[:] = defaults, default_head
+        closing = b"" if keep_alive else b"connection: close\r\n"
+        self.transport.write(b"".join((STATUS_LINE[status], default_head, head, closing, b"\r\n", body)))
         if keep_alive:
             self.on_response_complete()
         elif not too_large or self._body_complete:
@@ -254,6 +269,10 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         else:
             self._close_after_body = True
             self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+# uvicorn's default headers as written, for the list they were written from (one process, one server).
+_default_head: list[Any] = [None, b""]
 
 
 class _DirectRequest:
@@ -304,5 +323,6 @@ def bind(
         "on_error": staticmethod(functools.partial(error_response, spec)),
         "observe": staticmethod(observe),
         "max_bytes": max_bytes,
+        "_routes": {},
     }
     return type("BoundInferenceHttpProtocol", (InferenceHttpProtocol,), attributes)

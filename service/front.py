@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing.util
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +24,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge, ServiceError
-from service.metrics import observe_many
+from service.metrics import REQUEST_METRICS_INTERVAL_S, observe_many
 from service.routes import InferenceSpec
 
 log = logging.getLogger("mnist-serve")
@@ -36,14 +38,19 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None)
 
 
 MAX_LABEL_SETS = 1024  # methods are client-chosen: bound what a scanner can make us keep
+MAX_HELD_OBSERVATIONS = 4096  # bounds the memory held if the timer is late
 
 
 class RequestMetrics:
     """Request count and latency by route, method and status, with the labelled children cached.
 
-    Each observation is a locked write to a memory-mapped file (three per request); under load many
-    requests finish in one turn of the event loop, so they are written together at the end of it:
-    one count and one latency histogram update per label set and turn.
+    Each observation is a locked write to a memory-mapped file (three per request, and a Python loop
+    over the histogram's buckets). Under load an event-loop turn finishes only a few requests, so
+    writing them per turn still cost ~10 µs of a request (docs/performance.md): observations are held
+    and written together ``REQUEST_METRICS_INTERVAL_S`` after the first one. A scrape waits
+    ``REQUEST_METRICS_SCRAPE_WAIT_S``, so every API server has written what it answered before the
+    scrape arrived; a killed API server loses at most its last interval's observations (on a clean
+    stop they are written).
     """
 
     def __init__(self, spec: InferenceSpec) -> None:
@@ -51,18 +58,27 @@ class RequestMetrics:
         # Per API-server process (this object is forked with an empty cache).
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._pending: dict[tuple[str, str, int], list[float]] = {}
+        self._held = 0
+        self._finalizer_pid = 0
 
     def observe(self, path: str, method: str, status: int, started: float) -> None:
         first = not self._pending
         self._pending.setdefault((path, method, status), []).append(time.perf_counter() - started)
+        self._held += 1
         if first:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(REQUEST_METRICS_INTERVAL_S, self.flush)
             except RuntimeError:  # no event loop (a direct call): nothing to wait for
                 self.flush()
+                return
+            if self._finalizer_pid != os.getpid():  # written on a clean exit too (forked: once per process)
+                self._finalizer_pid = os.getpid()
+                multiprocessing.util.Finalize(self, self.flush, exitpriority=10)
+        elif self._held >= MAX_HELD_OBSERVATIONS:
+            self.flush()  # the timer then finds nothing to write
 
     def flush(self) -> None:
-        pending, self._pending = self._pending, {}
+        pending, self._pending, self._held = self._pending, {}, 0
         for key, latencies in pending.items():
             count, latency = self._labelled(key)
             count.inc(len(latencies))

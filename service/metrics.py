@@ -35,6 +35,10 @@ CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999,
 IN_FLIGHT_HELP = "Requests admitted and not yet answered."
 SMALL_BATCH = 4  # observe_many: up to this many values, one observe() each is cheaper
 PID_FILE = re.compile(r"_(\d+)\.db$")
+# API servers hold request metrics in memory for up to this long (service.front.RequestMetrics); a
+# scrape waits long enough for every API server to have written what it answered before the scrape.
+REQUEST_METRICS_INTERVAL_S = 0.05
+REQUEST_METRICS_SCRAPE_WAIT_S = 0.15  # the interval, and slack for a busy event loop
 REJECTION_REASONS = (
     "bad_request",
     "unauthorized",

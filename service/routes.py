@@ -33,7 +33,7 @@ from service.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from service.metrics import CONTENT_TYPE, Metrics, render
+from service.metrics import CONTENT_TYPE, REQUEST_METRICS_SCRAPE_WAIT_S, Metrics, render
 from service.multipart import uploaded_files
 from service.protocol import (
     IMAGE_TYPES,
@@ -106,6 +106,7 @@ class InferenceSpec(LitSpec):
         self._runtime_cache: tuple[float, dict[str, str]] | None = None
         self._payloads: dict[tuple[str, str], dict[str, str]] = {}
         self._workers: WorkerPool | None = None
+        self._admission_parts: tuple[Callable[[], Any], Callable[[], None], Any] | None = None
         model = config.model
         for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
             self.add_endpoint(prefix, self.model_metadata, ["GET"])
@@ -122,6 +123,7 @@ class InferenceSpec(LitSpec):
         state = super().__getstate__()
         state["admitted"] = None  # only the API servers admit requests; workers never need the counter
         state["_workers"] = None
+        state["_admission_parts"] = None
         return state
 
     # LitSpec hooks: the worker receives already-decoded Jobs and returns arrays untouched.
@@ -153,6 +155,8 @@ class InferenceSpec(LitSpec):
         return self._runtime()["version"].split(",")
 
     def _check_model(self, name: str, version: str | None) -> None:
+        if version is None and name == self.config.model.name:  # every inference request without a version
+            return
         served = self._served_versions()
         if name != self.config.model.name or (version is not None and version not in served):
             raise NotFound(
@@ -195,15 +199,17 @@ class InferenceSpec(LitSpec):
         """Reserve one of the queue-limit slots, then decode: past the limit, refusing costs next to
         nothing, so shedding does not eat the capacity it protects. A request that fails to decode
         gives its slot back at once; any other gives it back with ``release`` once it is over."""
-        # The raw value under one acquisition: Value.value would take the (re-entrant) lock again.
-        lock, admitted = self.admitted.get_lock(), self.admitted.get_obj()
-        with lock:
-            if admitted.value >= self.config.queue_limit:
-                raise Unavailable(
-                    f"server is at its queue limit ({self.config.queue_limit} requests); retry",
-                    reason="overloaded",
-                )
+        acquire, release, admitted = self._admission()
+        acquire()  # nothing in between can raise: a bare acquire/release pair, not ``with``
+        full = admitted.value >= self.config.queue_limit
+        if not full:
             admitted.value += 1
+        release()
+        if full:
+            raise Unavailable(
+                f"server is at its queue limit ({self.config.queue_limit} requests); retry",
+                reason="overloaded",
+            )
         try:
             return decode()
         except BaseException:
@@ -211,9 +217,18 @@ class InferenceSpec(LitSpec):
             raise
 
     def release(self) -> None:
-        lock, admitted = self.admitted.get_lock(), self.admitted.get_obj()
-        with lock:
-            admitted.value -= 1
+        acquire, release, admitted = self._admission()
+        acquire()
+        admitted.value -= 1
+        release()
+
+    def _admission(self) -> tuple[Callable[[], Any], Callable[[], None], Any]:
+        """The shared counter's lock methods and raw value. ``with`` on a multiprocessing lock runs two
+        Python-level calls and ``Value.value`` takes the lock again; these are the C methods."""
+        if self._admission_parts is None:
+            lock = self.admitted.get_lock()
+            self._admission_parts = (lock.acquire, lock.release, self.admitted.get_obj())
+        return self._admission_parts
 
     def _worker_pool(self) -> WorkerPool:
         if self._workers is None:  # per API-server process: its connections belong to its event loop
@@ -361,7 +376,11 @@ class InferenceSpec(LitSpec):
         )
 
     async def metrics_endpoint(self) -> Response:
-        await self._worker_pool().flush_metrics(METRICS_FLUSH_TIMEOUT_S)  # workers hold batch metrics
+        # Workers hold batch metrics until asked; API servers write theirs within an interval.
+        await asyncio.gather(
+            self._worker_pool().flush_metrics(METRICS_FLUSH_TIMEOUT_S),
+            asyncio.sleep(REQUEST_METRICS_SCRAPE_WAIT_S),
+        )
         body = await asyncio.to_thread(
             render, self.config.metrics_dir, self.config.main_pid, self.admitted.value
         )

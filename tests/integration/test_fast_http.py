@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.fast_http import MAX_CACHED_ROUTES
 from training.data import MnistArrays
 
 from .harness import RunningServer, start_server
@@ -270,3 +271,26 @@ def test_a_client_that_leaves_gives_its_queue_slot_back_at_once(
         assert _metric(running, 'mnist_requests_total{code="200",method="POST",route="/predict"}') == 1
     finally:
         assert running.stop() == 0, running.log()
+
+
+def test_every_form_of_request_target_reaches_its_route(server: RunningServer, mnist: MnistArrays) -> None:
+    # The direct path reads a plain path itself, parses query strings and absolute URLs, and keeps a
+    # bounded cache of matched routes: past its bound, paths are still matched one by one.
+    reader = _connect(server)
+    reader.sock.sendall(_post(_body(mnist, 3), "/predict?include=pixels"))
+    status, _, body = reader.response()
+    assert status == 200 and len(json.loads(body)["predictions"][0]["pixels"]) == 28
+    reader.sock.sendall(_post(_body(mnist, 3), f"http://127.0.0.1:{server.port}/predict"))
+    status, _, body = reader.response()
+    assert status == 200 and "pixels" not in json.loads(body)["predictions"][0]
+    v2 = json.dumps(
+        {"inputs": [{"name": "pixels", "shape": [1, 784], "datatype": "UINT8", "data": [0] * 784}]}
+    ).encode()
+    for index in range(MAX_CACHED_ROUTES + 10):
+        reader.sock.sendall(_post(v2, f"/v2/models/other-{index}/infer"))
+        status, _, body = reader.response()
+        assert status == 404 and f"'other-{index}'" in json.loads(body)["error"]
+    reader.sock.sendall(_post(v2, "/v2/models/mnist/infer"))
+    status, _, body = reader.response()
+    assert status == 200 and json.loads(body)["outputs"][0]["shape"] == [1, 10]
+    reader.sock.close()

@@ -18,8 +18,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from service import batch_metrics
 from service.batch_metrics import BatchMetrics
-from service.front import RequestMetrics
-from service.metrics import BATCH_BUCKETS, CONFIDENCE_BUCKETS, LATENCY_BUCKETS, observe_many
+from service.front import MAX_HELD_OBSERVATIONS, RequestMetrics
+from service.metrics import (
+    BATCH_BUCKETS,
+    CONFIDENCE_BUCKETS,
+    LATENCY_BUCKETS,
+    REQUEST_METRICS_INTERVAL_S,
+    observe_many,
+)
 from service.routes import InferenceSpec
 
 
@@ -87,20 +93,21 @@ def _request_metrics(registry: CollectorRegistry) -> RequestMetrics:
     return RequestMetrics(typing.cast(InferenceSpec, SimpleNamespace(metrics=held)))
 
 
-def test_request_metrics_are_written_together_at_the_end_of_the_loop_turn() -> None:
+def test_request_metrics_are_held_for_the_interval_then_written_together() -> None:
     registry = CollectorRegistry()
     metrics = _request_metrics(registry)
 
-    async def one_turn() -> dict[tuple[str, str], float]:
+    async def observe_over_turns() -> dict[tuple[str, str], float]:
         started = time.perf_counter()
         for status in (200, 200, 200, 503):
             metrics.observe("/predict", "POST", status, started)
-        written_before = _samples(registry, "req")
-        await asyncio.sleep(0)  # the end of this turn: the flush scheduled by the first observe runs
-        return written_before
+            await asyncio.sleep(0)  # requests end in different loop turns
+        held = _samples(registry, "req")
+        await asyncio.sleep(REQUEST_METRICS_INTERVAL_S * 2)
+        return held
 
-    before = asyncio.run(one_turn())
-    assert not any(value for (name, _), value in before.items() if name == "req_total")
+    held = asyncio.run(observe_over_turns())
+    assert not any(value for (name, _), value in held.items() if name == "req_total")
     after = {
         (sample.labels.get("code"), sample.labels.get("le")): sample.value
         for metric in registry.collect()
@@ -109,6 +116,19 @@ def test_request_metrics_are_written_together_at_the_end_of_the_loop_turn() -> N
     }
     assert after[("200", None)] == 3 and after[("503", None)] == 1
     assert after[(None, None)] == 4 and after[(None, "+Inf")] == 4  # lat_count and the last bucket
+
+
+def test_request_metrics_are_written_at_once_when_too_many_are_held() -> None:
+    registry = CollectorRegistry()
+    metrics = _request_metrics(registry)
+
+    async def observe_many_at_once() -> dict[tuple[str, str], float]:
+        started = time.perf_counter()
+        for _ in range(MAX_HELD_OBSERVATIONS):
+            metrics.observe("/predict", "POST", 200, started)
+        return _samples(registry, "req")
+
+    assert asyncio.run(observe_many_at_once())[("req_total", "")] == MAX_HELD_OBSERVATIONS
 
 
 def test_request_metrics_without_an_event_loop_are_written_at_once() -> None:

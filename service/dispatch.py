@@ -1,9 +1,10 @@
-"""The API server's side of the hand-off: send validated pixels to a worker, await its answer.
+"""The API server's side of the hand-off: send validated pixels to a worker, get its answer.
 
 Each API-server process connects to every inference worker's Unix socket (``service.worker_loop``).
-Jobs submitted during one turn of the event loop go to a worker as one frame; the worker's answer
-frame resolves their futures. A worker that dies closes its socket, and every job it held fails at
-once with a 503 the client may retry; replacement workers are picked up by a periodic scan.
+Jobs sent during one turn of the event loop go to a worker as one frame; the worker's answer frame
+calls each job's callback as it is read (the direct HTTP path writes the response from there; ``submit``
+wraps a job in a future for code that awaits). A worker that dies closes its socket, and every job it
+held fails at once with a 503 the client may retry; replacement workers are picked up by a periodic scan.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import functools
 import itertools
 import logging
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +35,12 @@ class Answer(NamedTuple):
     version: str  # the model version that computed them
 
 
+# Called once per job, from the event loop: (probabilities, model version, None) with the answer, or
+# (None, "", error) with the 503 / 504 it failed with. Not called for a cancelled job.
+OnAnswer = Callable[[np.ndarray | None, str, Exception | None], None]
+Ticket = tuple["WorkerConnection | None", int]  # what cancels a job: its connection and id
+
+
 class WorkerConnection(asyncio.Protocol):
     """One API server's connection to one worker: outgoing jobs are coalesced per loop turn."""
 
@@ -41,7 +49,7 @@ class WorkerConnection(asyncio.Protocol):
         self.path = path
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.waiting: dict[int, asyncio.Future[Answer]] = {}
+        self.waiting: dict[int, OnAnswer] = {}
         self.images_in_flight = 0
         self._outgoing: list[tuple[int, np.ndarray, float]] = []
         self._metric_flushes: collections.deque[asyncio.Future[None]] = (
@@ -51,14 +59,12 @@ class WorkerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
-    def submit(self, job_id: int, pixels: np.ndarray, admitted_at: float) -> asyncio.Future[Answer]:
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self.waiting[job_id] = future
+    def send(self, job_id: int, pixels: np.ndarray, admitted_at: float, on_answer: OnAnswer) -> None:
+        self.waiting[job_id] = on_answer
         self.images_in_flight += len(pixels)
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outgoing.append((job_id, pixels, admitted_at))
-        return future
 
     def flush_metrics(self) -> asyncio.Future[None]:
         """Ask the worker to write the metrics it holds; resolves once it has (or is gone)."""
@@ -88,21 +94,27 @@ class WorkerConnection(asyncio.Protocol):
                 flushed.set_result(None)
             return
         start = 0
+        waiting, probabilities, version = self.waiting, frame.probabilities, frame.version
         for job_id, images, status in frame.entries.tolist():
-            future = self.waiting.pop(job_id, None)
-            if status == wire.Status.OK:
-                rows, start = frame.probabilities[start : start + images], start + images
-            if future is None:
-                continue
             self.images_in_flight -= images  # counted until the worker is done with it
-            if future.done():  # its client left, or it timed out: the answer is dropped
-                continue
+            on_answer = waiting.pop(job_id, None)
             if status == wire.Status.OK:
-                future.set_result(Answer(rows, frame.version))
-            elif status == wire.Status.EXPIRED:
-                future.set_exception(QueueTimeout("waited in the queue longer than the request timeout"))
-            else:
-                future.set_exception(Unavailable("inference failed for this batch; retry", "worker_failed"))
+                rows, start = probabilities[start : start + images], start + images
+                if on_answer is not None:  # None: cancelled (its client left) or timed out
+                    _call(on_answer, rows, version, None)
+            elif on_answer is not None:
+                error: Exception = (
+                    QueueTimeout("waited in the queue longer than the request timeout")
+                    if status == wire.Status.EXPIRED
+                    else Unavailable("inference failed for this batch; retry", "worker_failed")
+                )
+                _call(on_answer, None, "", error)
+
+    def fail(self, job_id: int, error: Exception) -> None:
+        """Answer a job with ``error`` now (its deadline passed); the worker's answer is then dropped."""
+        on_answer = self.waiting.pop(job_id, None)
+        if on_answer is not None:
+            _call(on_answer, None, "", error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pool.lost(self)
@@ -110,40 +122,46 @@ class WorkerConnection(asyncio.Protocol):
             if not flushed.done():
                 flushed.set_result(None)
         self._metric_flushes.clear()
-        for future in self.waiting.values():
-            if not future.done():
-                future.set_exception(Unavailable("inference worker failed; retry", reason="worker_failed"))
-        self.waiting.clear()
+        waiting, self.waiting = self.waiting, {}
+        for on_answer in waiting.values():
+            _call(on_answer, None, "", Unavailable("inference worker failed; retry", reason="worker_failed"))
+
+
+def _call(on_answer: OnAnswer, rows: np.ndarray | None, version: str, error: Exception | None) -> None:
+    """One job's callback; a failure there must not cost the other jobs of the frame their answers."""
+    try:
+        on_answer(rows, version, error)
+    except Exception:
+        log.exception("answering a job failed")
 
 
 class Deadlines:
-    """Fails requests still unanswered ``timeout`` seconds after they were sent, with a 504.
+    """Fails jobs still unanswered ``timeout`` seconds after they were sent, with a 504.
 
-    Requests with the same timeout expire in the order they were sent, so one timer for the oldest
-    replaces a timer (asyncio.timeout: a heap entry, a reschedule and a cancel) per request.
+    Jobs with the same timeout expire in the order they were sent, so one timer for the oldest
+    replaces a timer (asyncio.timeout: a heap entry, a reschedule and a cancel) per job.
     """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self._waiting: collections.deque[tuple[float, asyncio.Future[Answer]]] = collections.deque()
+        self._waiting: collections.deque[tuple[float, WorkerConnection, int]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, future: asyncio.Future[Answer]) -> None:
+    def add(self, connection: WorkerConnection, job_id: int) -> None:
         waiting = self._waiting
-        while waiting and waiting[0][1].done():  # answered: the queue stays as long as what is in flight
+        while waiting and waiting[0][2] not in waiting[0][1].waiting:  # answered: keep only what is open
             waiting.popleft()
         loop = asyncio.get_running_loop()
-        waiting.append((loop.time() + self.timeout, future))
+        waiting.append((loop.time() + self.timeout, connection, job_id))
         if self._timer is None:
             self._timer = loop.call_at(waiting[0][0], self._expire)
 
     def _expire(self) -> None:
         loop = asyncio.get_running_loop()
         waiting, now = self._waiting, loop.time()
-        while waiting and (waiting[0][0] <= now or waiting[0][1].done()):
-            future = waiting.popleft()[1]
-            if not future.done():
-                future.set_exception(QueueTimeout(f"no answer within {self.timeout:g} s"))
+        while waiting and (waiting[0][0] <= now or waiting[0][2] not in waiting[0][1].waiting):
+            _, connection, job_id = waiting.popleft()
+            connection.fail(job_id, QueueTimeout(f"no answer within {self.timeout:g} s"))
         self._timer = loop.call_at(waiting[0][0], self._expire) if waiting else None
 
 
@@ -157,30 +175,72 @@ class WorkerPool:
         self._scanner: asyncio.Task[None] | None = None
         self._scanning: asyncio.Lock | None = None  # created on the event loop that uses it
         self._deadlines: dict[float, Deadlines] = {}  # by timeout: in practice one, the server's
+        self._starting: set[asyncio.Future[None]] = set()  # jobs waiting for the first scan (kept alive)
 
-    def submit(self, pixels: np.ndarray, admitted_at: float, timeout: float | None) -> asyncio.Future[Answer]:
-        """Send a job to the least busy worker; the future resolves with its answer, or fails with
-        a 503 (worker lost) or a 504 (no answer within ``timeout``). Cancelling it drops the answer."""
+    def send(
+        self, pixels: np.ndarray, admitted_at: float, timeout: float | None, on_answer: OnAnswer
+    ) -> Ticket:
+        """Send a job to the least busy worker; ``on_answer`` gets its answer, or the 503 (worker lost)
+        or 504 (no answer within ``timeout``) it failed with. ``cancel`` with the ticket drops it."""
+        connections = self.connections
         if self._scanner is None:  # one per API-server process, started on its event loop
             self._scanner = asyncio.get_running_loop().create_task(self._scan_forever())
-        if not self.connections:  # start-up, or every worker is being replaced: connect first
-            return asyncio.ensure_future(self._submit_after_scan(pixels, admitted_at, timeout))
-        connection = min(self.connections.values(), key=lambda c: c.images_in_flight)
-        future = connection.submit(next(self._ids), pixels, admitted_at)
+        if not connections:  # start-up, or every worker is being replaced: connect first
+            waiting = asyncio.ensure_future(self._send_after_scan(pixels, admitted_at, timeout, on_answer))
+            self._starting.add(waiting)
+            waiting.add_done_callback(self._starting.discard)
+            return None, 0
+        if len(connections) == 1:
+            connection = next(iter(connections.values()))
+        else:
+            connection = min(connections.values(), key=lambda c: c.images_in_flight)
+        job_id = next(self._ids)
+        connection.send(job_id, pixels, admitted_at, on_answer)
         if timeout is not None:
             deadlines = self._deadlines.get(timeout)
             if deadlines is None:
                 deadlines = self._deadlines[timeout] = Deadlines(timeout)
-            deadlines.add(future)
-        return future
+            deadlines.add(connection, job_id)
+        return connection, job_id
 
-    async def _submit_after_scan(
-        self, pixels: np.ndarray, admitted_at: float, timeout: float | None
-    ) -> Answer:
-        await self.scan()
+    @staticmethod
+    def cancel(ticket: Ticket) -> None:
+        """Drop a job's answer: its callback is not called (a job already with the worker is still
+        computed). A job still waiting for the first connection is sent anyway and its answer unused."""
+        connection, job_id = ticket
+        if connection is not None:
+            connection.waiting.pop(job_id, None)
+
+    async def _send_after_scan(
+        self, pixels: np.ndarray, admitted_at: float, timeout: float | None, on_answer: OnAnswer
+    ) -> None:
+        try:
+            await self.scan()
+        except Exception as error:
+            _call(on_answer, None, "", Unavailable(f"cannot reach the inference workers ({error}); retry"))
+            return
         if not self.connections:
-            raise Unavailable("no inference worker is ready yet; retry")
-        return await self.submit(pixels, admitted_at, timeout)
+            _call(on_answer, None, "", Unavailable("no inference worker is ready yet; retry"))
+            return
+        self.send(pixels, admitted_at, timeout, on_answer)
+
+    def submit(self, pixels: np.ndarray, admitted_at: float, timeout: float | None) -> asyncio.Future[Answer]:
+        """``send`` for code that awaits: the future holds the answer or the error; cancelling it
+        drops the answer."""
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+        def on_answer(rows: np.ndarray | None, version: str, error: Exception | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                assert rows is not None
+                future.set_result(Answer(rows, version))
+            else:
+                future.set_exception(error)
+
+        ticket = self.send(pixels, admitted_at, timeout, on_answer)
+        future.add_done_callback(lambda done: self.cancel(ticket) if done.cancelled() else None)
+        return future
 
     async def flush_metrics(self, timeout: float) -> None:
         """Have every worker write the metrics it holds in memory, waiting at most ``timeout`` seconds

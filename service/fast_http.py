@@ -5,16 +5,16 @@ a task per request running uvicorn's ASGI wrapper, the scope, ``receive``, two `
 uvicorn's per-header checks and two socket writes, Starlette's app and our two middleware wrappers.
 For ``POST /predict`` and the v2 infer routes this protocol collects the body while httptools parses
 it, has ``InferenceSpec`` check, admit and decode it into a job (synchronously, over a plain view of
-the headers), sends the job to a worker and, from the answer future's callback, writes the status
-line, headers and body with one write: no task, coroutine chain, Starlette object or ASGI message per
-request (docs/performance.md). Parsing, keep-alive timers, flow control, shutdown and every other request
-(other routes, ``Expect: 100-continue``, requests pipelined behind one in flight, the access log)
-stay uvicorn's own ASGI path, where ``DirectRoutes`` serves the same handlers.
+the headers), sends the job to a worker and, from the callback the worker connection calls with the
+answer, writes the status line, headers and body with one write: no task, future, coroutine chain,
+Starlette object or ASGI message per request (docs/performance.md). Parsing, keep-alive timers, flow
+control, shutdown and every other request (other routes, ``Expect: 100-continue``, requests pipelined
+behind one in flight, the access log) stay uvicorn's own ASGI path, where ``DirectRoutes`` serves the
+same handlers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 import typing
@@ -27,10 +27,10 @@ from fastapi import Response
 from starlette.datastructures import QueryParams
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from service.dispatch import Answer
+from service.dispatch import Answer, OnAnswer, Ticket, WorkerPool
 from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge
 from service.front import error_response, match_inference_route
-from service.routes import InferenceSpec, Job
+from service.routes import InferenceSpec, Reply
 
 Route = tuple[str, Any, dict[str, str]]  # (label for metrics, job maker, path parameters)
 
@@ -45,7 +45,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     """Set by ``bind``: what the inference routes need (see service.server)."""
 
     match: Callable[[str, str], Route | None]
-    submit: Callable[[np.ndarray], asyncio.Future[Answer]]
+    send: Callable[[np.ndarray, OnAnswer], Ticket]
+    cancel: Callable[[Ticket], None]
     release: Callable[[], None]  # gives a job's queue slot back
     on_error: Callable[[Exception], Response]
     observe: Callable[[str, str, int, float], None]
@@ -55,7 +56,9 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     _route: Route | None = None  # None once that request is answered (the rest of its body is dropped)
     _body_complete = False
     _close_after_body = False  # an oversized body was refused: close once it has been read
-    _answering: asyncio.Future[Answer] | None = None  # the request in flight on this connection
+    # The request in flight on this connection (its cycle, route label, start, reply maker) and its job.
+    _answering: tuple[_DirectCycle, str, float, Callable[[Answer], Reply]] | None = None
+    _ticket: Ticket = (None, 0)
     _cycle: _DirectCycle  # the direct request's, also in self.cycle for uvicorn
     _idle_since: float | None = None  # when the last answer was written; None while a request is open
 
@@ -98,10 +101,13 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
         answering = self._answering
-        if answering is not None and not answering.done():
+        if answering is not None:
             # The client left before its answer: give its queue slot back now instead of when the
             # worker answers (the worker's answer is then dropped).
-            answering.cancel()
+            self._answering = None
+            self.cancel(self._ticket)
+            self.release()
+            self.observe(answering[1], "POST", CLIENT_CLOSED_REQUEST, answering[2])
 
     def on_message_begin(self) -> None:
         self._direct = None
@@ -190,31 +196,22 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         except Exception as error:  # ServiceErrors become their status; anything else a logged 500
             self._respond(self._cycle, label, started, self.on_error(error))
             return
-        answering = self._answering = self.submit(job.pixels)
-        self.tasks.add(answering)  # type: ignore[arg-type]  # uvicorn's shutdown waits until it is empty
-        answering.add_done_callback(functools.partial(self._answered, self._cycle, label, started, job))
+        self._answering = (self._cycle, label, started, job.respond)
+        self._ticket = self.send(job.pixels, self._answered)
 
-    def _answered(
-        self,
-        cycle: _DirectCycle,
-        label: str,
-        started: float,
-        job: Job,
-        answer: asyncio.Future[Answer],
-    ) -> None:
-        self.tasks.discard(answer)
-        self.release()
-        if answer.cancelled():  # the client left (connection_lost); nobody to answer
-            self.observe(label, "POST", CLIENT_CLOSED_REQUEST, started)
+    def _answered(self, rows: np.ndarray | None, version: str, error: Exception | None) -> None:
+        """The worker's answer (or the error the job failed with), called from the worker connection."""
+        answering, self._answering = self._answering, None
+        if answering is None:  # the client left (connection_lost); nobody to answer
             return
+        cycle, label, started, respond = answering
+        self.release()
         try:
-            error = answer.exception()
             if error is None:
-                body, headers = job.respond(answer.result())
+                assert rows is not None
+                body, headers = respond(Answer(rows, version))
                 self._reply(cycle, label, started, body, headers)
                 return
-            if not isinstance(error, Exception):
-                raise error  # KeyboardInterrupt and the like are not the client's answer
             response = self.on_error(error)
         except Exception as failure:
             response = self.on_error(failure)
@@ -318,7 +315,8 @@ def bind(
     same route matching and error mapping as ``front.DirectRoutes``."""
     attributes = {
         "match": staticmethod(functools.partial(match_inference_route, spec)),
-        "submit": staticmethod(spec.submit),
+        "send": staticmethod(spec.send),
+        "cancel": staticmethod(WorkerPool.cancel),
         "release": staticmethod(spec.release),
         "on_error": staticmethod(functools.partial(error_response, spec)),
         "observe": staticmethod(observe),

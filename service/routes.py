@@ -25,7 +25,7 @@ from litserve.specs.base import LitSpec
 from starlette.datastructures import QueryParams
 
 from service.api import runtime_records
-from service.dispatch import Answer, WorkerPool
+from service.dispatch import Answer, OnAnswer, Ticket, WorkerPool
 from service.errors import (
     BadRequest,
     NotFound,
@@ -238,6 +238,11 @@ class InferenceSpec(LitSpec):
     def submit(self, pixels: np.ndarray) -> asyncio.Future[Answer]:
         """Send a job's validated pixels to a worker; the future holds its answer (or its 503 / 504)."""
         return self._worker_pool().submit(pixels, time.monotonic(), self.config.request_timeout or None)
+
+    def send(self, pixels: np.ndarray, on_answer: OnAnswer) -> Ticket:
+        """``submit`` with a callback instead of a future (service.fast_http)."""
+        pool = self._workers or self._worker_pool()
+        return pool.send(pixels, time.monotonic(), self.config.request_timeout or None, on_answer)
 
     async def serve(self, job: Job) -> Response:
         """Await a job's answer and turn it into the response (uvicorn's ASGI path; service.fast_http

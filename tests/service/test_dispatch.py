@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +180,37 @@ def test_a_flush_request_is_answered_after_the_worker_wrote_its_metrics(
         return model.metrics_written
 
     assert asyncio.run(run()) == len(model.batches) > 0
+
+
+def test_callbacks_get_their_answers_even_when_one_fails_and_cancelled_jobs_get_none(
+    worker: tuple[Path, MarkedDigits],
+) -> None:
+    folder, _ = worker
+
+    async def run() -> tuple[dict[int, list[int]], WorkerPool]:
+        pool = WorkerPool(folder)
+        await pool.scan()  # connected first: the jobs below leave in one frame and come back in one
+        answered: dict[int, list[int]] = {}
+        done = asyncio.Event()
+
+        def on_answer(digit: int) -> Callable[[np.ndarray | None, str, Exception | None], None]:
+            def answer(rows: np.ndarray | None, version: str, error: Exception | None) -> None:
+                assert rows is not None and error is None and version == "7"
+                answered[digit] = rows.argmax(1).tolist()
+                if digit == 0:
+                    raise RuntimeError("a broken callback")  # logged; the frame's other jobs go on
+                if len(answered) == 3:
+                    done.set()
+
+            return answer
+
+        tickets = {d: pool.send(_images([d]), time.monotonic(), 5.0, on_answer(d)) for d in range(4)}
+        WorkerPool.cancel(tickets[2])  # its client left: no callback, the answer is dropped
+        await asyncio.wait_for(done.wait(), 5.0)
+        await asyncio.sleep(0.05)
+        return answered, pool
+
+    answered, pool = asyncio.run(run())
+    assert answered == {0: [0], 1: [1], 3: [3]}
+    assert [c.images_in_flight for c in pool.connections.values()] == [0]  # the dropped job counted too
+    assert all(not c.waiting for c in pool.connections.values())

@@ -190,10 +190,7 @@ class WorkerPool:
             self._starting.add(waiting)
             waiting.add_done_callback(self._starting.discard)
             return None, 0
-        if len(connections) == 1:
-            connection = next(iter(connections.values()))
-        else:
-            connection = min(connections.values(), key=lambda c: c.images_in_flight)
+        connection = min(connections.values(), key=lambda c: c.images_in_flight)
         job_id = next(self._ids)
         connection.send(job_id, pixels, admitted_at, on_answer)
         if timeout is not None:

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
-import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import httptools
@@ -59,6 +58,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
     # The request in flight on this connection (its cycle, route label, start, reply maker) and its job.
     _answering: tuple[_DirectCycle, str, float, Callable[[Answer], Reply]] | None = None
     _ticket: Ticket = (None, 0)
+    _query = b""  # the direct request's query string (uvicorn's scope is not built for it)
     _cycle: _DirectCycle  # the direct request's, also in self.cycle for uvicorn
     _idle_since: float | None = None  # when the last answer was written; None while a request is open
 
@@ -109,10 +109,27 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             self.release()
             self.observe(answering[1], "POST", CLIENT_CLOSED_REQUEST, answering[2])
 
-    def on_message_begin(self) -> None:
+    def on_message_begin(self) -> None:  # uvicorn 0.54's, without the ASGI scope (see _asgi_scope)
         self._direct = None
         self._body_complete = False
-        super().on_message_begin()
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _asgi_scope(self) -> None:
+        """The scope uvicorn's ``on_message_begin`` builds for every request (two dicts and a copy of
+        the app state), built only for the requests that take uvicorn's path."""
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
 
     def on_headers_complete(self) -> None:
         url = self.url
@@ -123,23 +140,21 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             path, query = parsed.path, parsed.query or b""
         route = self._direct_route(path)
         if route is None:
+            self._asgi_scope()
             super().on_headers_complete()
             return
-        http_version = self.parser.get_http_version()
-        scope = self.scope
-        scope["method"] = "POST"
-        scope["path"] = self.root_path + path.decode("ascii")
-        scope["raw_path"] = path
-        scope["query_string"] = query
-        scope["http_version"] = http_version
+        self._query = query
         # While it is incomplete, uvicorn queues pipelined requests behind it, and shutdown() marks it
         # not keep-alive instead of closing the connection.
-        self._cycle = _DirectCycle(http_version != "1.0" and self.parser.should_keep_alive())
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        self._cycle = _DirectCycle(keep_alive)
         self.cycle = self._cycle  # type: ignore[assignment]
         self._direct, self._route = bytearray(), route
-        declared = next((value for name, value in self.headers if name == b"content-length"), b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:  # before reading the body
-            self._refuse(PayloadTooLarge.body(self.max_bytes, int(declared)))
+        for name, value in self.headers:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:  # refused before reading the body
+                    self._refuse(PayloadTooLarge.body(self.max_bytes, int(value)))
+                break
 
     def _direct_route(self, path: bytes) -> Route | None:
         if (
@@ -191,7 +206,7 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         (label, make_job, path_params), self._route = self._route, None
         started = time.perf_counter()
         try:
-            request = _DirectRequest(typing.cast(dict[str, Any], self.scope), self.headers)
+            request = _DirectRequest(self._query, self.headers)
             job = make_job(request, body, **path_params)
         except Exception as error:  # ServiceErrors become their status; anything else a logged 500
             self._respond(self._cycle, label, started, self.on_error(error))
@@ -274,19 +289,51 @@ _default_head: list[Any] = [None, b""]
 
 class _DirectRequest:
     """The request as the job makers read it (routes.RequestView), without Starlette's Request: its
-    headers as a plain dict (the first of repeated headers wins, as in Starlette's Headers)."""
+    headers read straight from uvicorn's list, and its query string."""
 
-    __slots__ = ("headers", "scope")
+    __slots__ = ("headers", "query_string")
 
-    def __init__(self, scope: dict[str, Any], raw_headers: list[tuple[bytes, bytes]]) -> None:
-        self.scope = scope
-        self.headers = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(raw_headers)
-        }
+    def __init__(self, query_string: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.query_string = query_string
+        self.headers = _RawHeaders(raw_headers)
+
+    @property
+    def scope(self) -> dict[str, Any]:
+        return {"query_string": self.query_string}
 
     @property
     def query_params(self) -> QueryParams:
-        return QueryParams(self.scope["query_string"])
+        return QueryParams(self.query_string)
+
+
+class _RawHeaders(Mapping[str, str]):
+    """Headers looked up in uvicorn's list (lower-case names, the first of repeated headers wins, as
+    in Starlette's Headers): a request reads two or three, so no dict of all of them is built."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, name: str) -> str:
+        key = name.encode("latin-1")
+        for raw_name, value in self._raw:
+            if raw_name == key:
+                return value.decode("latin-1")
+        raise KeyError(name)
+
+    def get(self, name: str, default: Any = None) -> Any:  # Mapping's goes through an exception
+        key = name.encode("latin-1")
+        for raw_name, value in self._raw:
+            if raw_name == key:
+                return value.decode("latin-1")
+        return default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(name.decode("latin-1") for name, _ in self._raw))
+
+    def __len__(self) -> int:
+        return len({name for name, _ in self._raw})
 
 
 class _DirectCycle:

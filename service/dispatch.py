@@ -52,9 +52,8 @@ class WorkerConnection(asyncio.Protocol):
         self.waiting: dict[int, OnAnswer] = {}
         self.images_in_flight = 0
         self._outgoing: list[tuple[int, np.ndarray, float]] = []
-        self._metric_flushes: collections.deque[asyncio.Future[None]] = (
-            collections.deque()
-        )  # answered in order
+        # Flush requests to the worker, answered in the order they were sent.
+        self._metric_flushes: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass

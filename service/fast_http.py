@@ -316,11 +316,10 @@ class _RawHeaders(Mapping[str, str]):
         self._raw = raw
 
     def __getitem__(self, name: str) -> str:
-        key = name.encode("latin-1")
-        for raw_name, value in self._raw:
-            if raw_name == key:
-                return value.decode("latin-1")
-        raise KeyError(name)
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
 
     def get(self, name: str, default: Any = None) -> Any:  # Mapping's goes through an exception
         key = name.encode("latin-1")

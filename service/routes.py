@@ -241,8 +241,9 @@ class InferenceSpec(LitSpec):
 
     def send(self, pixels: np.ndarray, on_answer: OnAnswer) -> Ticket:
         """``submit`` with a callback instead of a future (service.fast_http)."""
-        pool = self._workers or self._worker_pool()
-        return pool.send(pixels, time.monotonic(), self.config.request_timeout or None, on_answer)
+        return self._worker_pool().send(
+            pixels, time.monotonic(), self.config.request_timeout or None, on_answer
+        )
 
     async def serve(self, job: Job) -> Response:
         """Await a job's answer and turn it into the response (uvicorn's ASGI path; service.fast_http

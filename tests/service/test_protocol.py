@@ -1,4 +1,4 @@
-"""The /predict answer body, with and without the preprocessed pixels; v2 JSON tensor data."""
+"""The /predict answer body, with and without the preprocessed pixels; v2 JSON and binary tensors."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.errors import Unprocessable
-from service.protocol import Limits, parse_v2_infer, predictions_body
+from service import protocol
+from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+from service.protocol import MAX_BINARY_PLANS, Limits, V2Request, parse_v2_infer, predictions_body
 
 MODEL = {"name": "mnist", "version": "1", "backend": "onnx", "device": "cpu"}
 
@@ -83,3 +84,69 @@ def test_v2_json_whole_number_data_gives_the_same_pixels_however_it_is_written(
 def test_v2_json_data_refusals_keep_their_wording(data: list[object], message: str) -> None:
     with pytest.raises(Unprocessable, match=message):
         _v2_pixels(data)
+
+
+# --- v2 binary tensors: the JSON header is validated once per distinct header ----------------------
+
+
+def _binary_request(
+    tensor: bytes, datatype: str = "UINT8", shape: list[int] | None = None, **header: object
+) -> tuple[bytes, dict[str, str]]:
+    spec = {
+        "name": "pixels",
+        "datatype": datatype,
+        "shape": shape or [1, 784],
+        "parameters": {"binary_data_size": len(tensor)},
+    }
+    json_part = orjson.dumps({"inputs": [spec], **header})
+    return json_part + tensor, {"inference-header-content-length": str(len(json_part))}
+
+
+def _parse_binary(body: bytes, headers: dict[str, str], limits: Limits = LIMITS) -> V2Request:
+    return parse_v2_infer(body, headers, "pixels", "probabilities", limits)
+
+
+def test_a_repeated_binary_header_still_reads_each_requests_own_pixels() -> None:
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (2, 784), dtype=np.uint8) for _ in range(3)]
+    for image in images:  # the same header each time: the first parses it, the others reuse it
+        request = _parse_binary(*_binary_request(image.tobytes(), shape=[2, 784], id="same"))
+        assert request.pixels.shape == (2, 1, 28, 28) and request.pixels.dtype == np.uint8
+        assert np.array_equal(request.pixels.reshape(2, 784), image)
+        assert request.id == "same" and request.binary_output is False
+
+
+def test_a_repeated_binary_header_is_still_checked_against_each_body() -> None:
+    image = np.arange(784, dtype=np.int64).astype(np.uint8).tobytes()
+    body, headers = _binary_request(image)
+    _parse_binary(body, headers)
+    with pytest.raises(BadRequest, match="binary_data_size does not match"):
+        _parse_binary(body[:-1], headers)  # the same header with one byte missing
+    assert np.array_equal(_parse_binary(body, headers).pixels.reshape(-1), np.frombuffer(image, np.uint8))
+
+
+def test_a_repeated_fp32_binary_header_still_checks_every_value() -> None:
+    good = np.full(784, 7.0, np.float32)
+    assert (_parse_binary(*_binary_request(good.tobytes(), "FP32")).pixels == 7).all()
+    for bad, message in ((np.nan, "NaN or infinity"), (300.0, "within 0..255")):
+        values = good.copy()
+        values[5] = bad
+        with pytest.raises(Unprocessable, match=message):
+            _parse_binary(*_binary_request(values.tobytes(), "FP32"))
+    rounded = good + np.float32(0.4)  # FP32 is rounded, as on the first parse
+    assert (_parse_binary(*_binary_request(rounded.tobytes(), "FP32")).pixels == 7).all()
+
+
+def test_a_header_accepted_under_one_image_limit_is_refused_under_a_lower_one() -> None:
+    body, headers = _binary_request(bytes(4 * 784), shape=[4, 784])
+    assert len(_parse_binary(body, headers).pixels) == 4
+    with pytest.raises(PayloadTooLarge):
+        _parse_binary(body, headers, Limits(max_images=2, max_pixels=4_000_000))
+
+
+def test_headers_that_differ_per_request_are_all_answered_and_not_all_kept() -> None:
+    for number in range(3 * MAX_BINARY_PLANS):  # an id per request: every header is new
+        image = bytes([number % 256]) * 784
+        request = _parse_binary(*_binary_request(image, id=f"request-{number}"))
+        assert request.id == f"request-{number}" and (request.pixels == number % 256).all()
+    assert len(protocol._binary_plans) <= MAX_BINARY_PLANS

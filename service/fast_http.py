@@ -29,6 +29,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from service.dispatch import Answer, OnAnswer, Ticket, WorkerPool
 from service.errors import CLIENT_CLOSED_REQUEST, PayloadTooLarge
 from service.front import error_response, match_inference_route
+from service.protocol import JSON_HEADERS
 from service.routes import InferenceSpec, Reply
 
 Route = tuple[str, Any, dict[str, str]]  # (label for metrics, job maker, path parameters)
@@ -233,11 +234,14 @@ class InferenceHttpProtocol(HttpToolsProtocol):
         self._respond(cycle, label, started, response)
 
     def _reply(
-        self, cycle: _DirectCycle, label: str, started: float, body: bytes, headers: dict[str, str]
+        self, cycle: _DirectCycle, label: str, started: float, body: bytes, headers: Mapping[str, str]
     ) -> None:
         """A 200 with its body, the head written straight from the reply's headers."""
-        lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-        head = lines.encode("latin-1") + b"content-length: %d\r\n" % len(body)
+        if headers is JSON_HEADERS:
+            head = _JSON_HEAD
+        else:
+            head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()]).encode("latin-1")
+        head += b"content-length: %d\r\n" % len(body)
         self._write(cycle, label, started, 200, head, body)
 
     def _respond(
@@ -282,6 +286,8 @@ class InferenceHttpProtocol(HttpToolsProtocol):
             self._close_after_body = True
             self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
+
+_JSON_HEAD = b"content-type: application/json\r\n"  # JSON_HEADERS as written
 
 # uvicorn's default headers as written, for the list they were written from (one process, one server).
 _default_head: list[Any] = [None, b""]

@@ -14,6 +14,7 @@ import binascii
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -35,6 +36,8 @@ IMAGE_TYPES = (
 )
 V2_DATATYPES: dict[str, np.dtype[Any]] = {"UINT8": np.dtype("<u1"), "FP32": np.dtype("<f4")}
 BINARY_HEADER = "inference-header-content-length"
+# The headers of every JSON answer, one shared object: the HTTP layer writes it from bytes encoded once.
+JSON_HEADERS: Mapping[str, str] = MappingProxyType({"content-type": "application/json"})
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,6 @@ class _BinaryPlan(NamedTuple):
     every request, so it is parsed and checked once and only the tensor bytes are read after that."""
 
     dtype: np.dtype[Any]
-    values: int  # how many the tensor holds
     size: int  # bytes of binary data
     shape: tuple[int, ...]  # UINT8: the pixels' [N, 1, 28, 28]; FP32: the tensor's, as sent
     is_pixels: bool  # UINT8: the bytes are the pixels; FP32 values still need their checks
@@ -183,7 +185,7 @@ class _BinaryPlan(NamedTuple):
     def request(self, body: bytes, start: int, max_images: int) -> V2Request:
         if start + self.size > len(body):
             raise BadRequest("binary_data_size does not match the binary data sent")
-        tensor = np.frombuffer(body, self.dtype, self.values, start).reshape(self.shape)
+        tensor = np.ndarray(self.shape, self.dtype, body, start)  # a view of the body, as frombuffer gives
         if not self.is_pixels:
             tensor = tensor_to_pixels(tensor, max_images, whole_numbers=False)
         return V2Request(tensor, self.id, self.binary_output)
@@ -215,7 +217,7 @@ def parse_v2_infer(
         is_pixels = tensor.dtype == np.uint8
         shape = request.pixels.shape if is_pixels else tensor.shape
         _binary_plans[key] = _BinaryPlan(
-            tensor.dtype, tensor.size, size, shape, is_pixels, request.binary_output, request.id
+            tensor.dtype, size, shape, is_pixels, request.binary_output, request.id
         )
     return request
 
@@ -253,7 +255,7 @@ def _parse_v2(
 
 def v2_infer_body(
     probabilities: np.ndarray, request: V2Request, model_name: str, model_version: str, output_name: str
-) -> tuple[bytes, dict[str, str]]:
+) -> tuple[bytes, Mapping[str, str]]:
     """The v2 response; with binary output, JSON header + raw little-endian float32 bytes."""
     output: dict[str, Any] = {"name": output_name, "datatype": "FP32", "shape": list(probabilities.shape)}
     raw = b""
@@ -267,7 +269,7 @@ def v2_infer_body(
         response["id"] = request.id
     header = orjson.dumps(response)
     if not request.binary_output:
-        return header, {"content-type": "application/json"}
+        return header, JSON_HEADERS
     return header + raw, {
         "content-type": "application/octet-stream",
         "inference-header-content-length": str(len(header)),

@@ -37,6 +37,7 @@ from service.metrics import CONTENT_TYPE, REQUEST_METRICS_SCRAPE_WAIT_S, Metrics
 from service.multipart import uploaded_files
 from service.protocol import (
     IMAGE_TYPES,
+    JSON_HEADERS,
     Limits,
     V2Request,
     images_to_pixels,
@@ -50,7 +51,6 @@ from service.repository import ModelVersion
 from service.worker_loop import worker_sockets
 
 SERVER_NAME = "mnist-serving"
-JSON_TYPE = {"content-type": "application/json"}
 RUNTIME_CACHE_S = 5.0
 METRICS_FLUSH_TIMEOUT_S = 2.0
 
@@ -70,7 +70,7 @@ class RequestView(typing.Protocol):
 
 
 T = typing.TypeVar("T")
-Reply = tuple[bytes, dict[str, str]]  # a 200 answer's body and its headers (content-type and the like)
+Reply = tuple[bytes, Mapping[str, str]]  # a 200 answer's body and its headers (content-type and the like)
 
 
 class Job(NamedTuple):  # a tuple: built for every request (a frozen dataclass costs more)
@@ -291,7 +291,7 @@ class InferenceSpec(LitSpec):
         def respond(answer: Answer) -> Reply:
             return predictions_body(
                 answer.probabilities, self._model_payload(answer.version), shown
-            ), JSON_TYPE
+            ), JSON_HEADERS
 
         return Job(pixels, respond)
 

@@ -48,6 +48,7 @@ class WorkerConnection(asyncio.Protocol):
         self.pool = pool
         self.path = path
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop  # the one it was connected on (connection_made)
         self.buffer = bytearray()
         self.waiting: dict[int, OnAnswer] = {}
         self.images_in_flight = 0
@@ -57,12 +58,14 @@ class WorkerConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        # Kept: on Python 3.11 every get_running_loop() is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
 
     def send(self, job_id: int, pixels: np.ndarray, admitted_at: float, on_answer: OnAnswer) -> None:
         self.waiting[job_id] = on_answer
         self.images_in_flight += len(pixels)
         if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         self._outgoing.append((job_id, pixels, admitted_at))
 
     def flush_metrics(self) -> asyncio.Future[None]:
@@ -141,8 +144,9 @@ class Deadlines:
     replaces a timer (asyncio.timeout: a heap entry, a reschedule and a cancel) per job.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
         self.timeout = timeout
+        self.loop = loop
         self._waiting: collections.deque[tuple[float, WorkerConnection, int]] = collections.deque()
         self._timer: asyncio.TimerHandle | None = None
 
@@ -150,13 +154,13 @@ class Deadlines:
         waiting = self._waiting
         while waiting and waiting[0][2] not in waiting[0][1].waiting:  # answered: keep only what is open
             waiting.popleft()
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         waiting.append((loop.time() + self.timeout, connection, job_id))
         if self._timer is None:
             self._timer = loop.call_at(waiting[0][0], self._expire)
 
     def _expire(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         waiting, now = self._waiting, loop.time()
         while waiting and (waiting[0][0] <= now or waiting[0][2] not in waiting[0][1].waiting):
             _, connection, job_id = waiting.popleft()
@@ -195,7 +199,7 @@ class WorkerPool:
         if timeout is not None:
             deadlines = self._deadlines.get(timeout)
             if deadlines is None:
-                deadlines = self._deadlines[timeout] = Deadlines(timeout)
+                deadlines = self._deadlines[timeout] = Deadlines(timeout, connection.loop)
             deadlines.add(connection, job_id)
         return connection, job_id
 

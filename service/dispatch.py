@@ -15,6 +15,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import operator
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -129,6 +130,9 @@ class WorkerConnection(asyncio.Protocol):
             _call(on_answer, None, "", Unavailable("inference worker failed; retry", reason="worker_failed"))
 
 
+_IMAGES_IN_FLIGHT = operator.attrgetter("images_in_flight")  # min()'s key, without a Python call per job
+
+
 def _call(on_answer: OnAnswer, rows: np.ndarray | None, version: str, error: Exception | None) -> None:
     """One job's callback; a failure there must not cost the other jobs of the frame their answers."""
     try:
@@ -193,7 +197,7 @@ class WorkerPool:
             self._starting.add(waiting)
             waiting.add_done_callback(self._starting.discard)
             return None, 0
-        connection = min(connections.values(), key=lambda c: c.images_in_flight)
+        connection = min(connections.values(), key=_IMAGES_IN_FLIGHT)
         job_id = next(self._ids)
         connection.send(job_id, pixels, admitted_at, on_answer)
         if timeout is not None:

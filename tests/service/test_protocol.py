@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from service import protocol
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
-from service.protocol import MAX_BINARY_PLANS, Limits, V2Request, parse_v2_infer, predictions_body
+from service.protocol import (
+    MAX_BINARY_PLANS,
+    Limits,
+    V2Request,
+    parse_v2_infer,
+    predictions_body,
+    v2_infer_body,
+)
 
 MODEL = {"name": "mnist", "version": "1", "backend": "onnx", "device": "cpu"}
 
@@ -150,3 +157,37 @@ def test_headers_that_differ_per_request_are_all_answered_and_not_all_kept() -> 
         request = _parse_binary(*_binary_request(image, id=f"request-{number}"))
         assert request.id == f"request-{number}" and (request.pixels == number % 256).all()
     assert len(protocol._binary_plans) <= MAX_BINARY_PLANS
+
+
+# --- v2 JSON answers: a prefix written once per shape and version, the numbers per answer ------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.sampled_from(["1", "12", 'v"2\\']),
+    st.one_of(st.none(), st.text(max_size=12)),
+)
+def test_v2_json_answers_are_the_bytes_of_the_whole_answer_encoded_at_once(
+    images: int, version: str, request_id: str | None
+) -> None:
+    probabilities = np.random.default_rng(images).random((images, 10), dtype=np.float32)
+    request = V2Request(np.zeros((images, 1, 28, 28), np.uint8), request_id, binary_output=False)
+    expected: dict[str, object] = {
+        "model_name": "mnist",
+        "model_version": version,
+        "outputs": [
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": [images, 10],
+                "data": probabilities.reshape(-1).tolist(),
+            }
+        ],
+    }
+    if request_id is not None:
+        expected["id"] = request_id
+    for _ in range(2):  # the first answer of a shape writes the prefix, the second reuses it
+        body, headers = v2_infer_body(probabilities, request, "mnist", version, "probabilities")
+        assert body == orjson.dumps(expected)
+        assert dict(headers) == {"content-type": "application/json"}

@@ -369,7 +369,7 @@ def bind(
         "match": staticmethod(functools.partial(match_inference_route, spec)),
         "send": staticmethod(spec.send),
         "cancel": staticmethod(WorkerPool.cancel),
-        "release": staticmethod(spec.release),
+        "release": staticmethod(spec.free_slots.release),  # C: no Python frame per answer
         "on_error": staticmethod(functools.partial(error_response, spec)),
         "observe": staticmethod(observe),
         "max_bytes": max_bytes,

@@ -196,7 +196,7 @@ def forget_dead_processes(folder: Path) -> None:
 
 
 class InFlightCollector:
-    """Requests admitted and not yet answered, read from the admission counter the API servers share:
+    """Requests admitted and not yet answered, read from the admission slots the API servers share:
     a gauge updated per request would cost two locked file writes per request (service.routes)."""
 
     def __init__(self, admitted: int) -> None:

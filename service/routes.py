@@ -100,13 +100,14 @@ class InferenceSpec(LitSpec):
         super().__init__()
         self.api_path = "/predict"  # LitServe keys its request queue by this path
         self.config = config
-        # Shared by every API server process (they are forked from the main process after this).
-        self.admitted = mp.get_context("fork").Value("i", 0)
+        # One slot per request admitted and not yet answered, shared by every API server process (they
+        # are forked from the main process after this). A semaphore: taking a slot without blocking
+        # and giving it back are one C call each, where a locked counter took four and Python around.
+        self.free_slots = mp.get_context("fork").Semaphore(config.queue_limit)
         self._metrics: Metrics | None = None
         self._runtime_cache: tuple[float, dict[str, str]] | None = None
         self._payloads: dict[tuple[str, str], dict[str, str]] = {}
         self._workers: WorkerPool | None = None
-        self._admission_parts: tuple[Callable[[], Any], Callable[[], None], Any] | None = None
         model = config.model
         for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
             self.add_endpoint(prefix, self.model_metadata, ["GET"])
@@ -121,9 +122,8 @@ class InferenceSpec(LitSpec):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["admitted"] = None  # only the API servers admit requests; workers never need the counter
+        state["free_slots"] = None  # only the API servers admit requests; workers never need the slots
         state["_workers"] = None
-        state["_admission_parts"] = None
         return state
 
     # LitSpec hooks: the worker receives already-decoded Jobs and returns arrays untouched.
@@ -199,13 +199,7 @@ class InferenceSpec(LitSpec):
         """Reserve one of the queue-limit slots, then decode: past the limit, refusing costs next to
         nothing, so shedding does not eat the capacity it protects. A request that fails to decode
         gives its slot back at once; any other gives it back with ``release`` once it is over."""
-        acquire, release, admitted = self._admission()
-        acquire()  # nothing in between can raise: a bare acquire/release pair, not ``with``
-        full = admitted.value >= self.config.queue_limit
-        if not full:
-            admitted.value += 1
-        release()
-        if full:
+        if not self.free_slots.acquire(False):
             raise Unavailable(
                 f"server is at its queue limit ({self.config.queue_limit} requests); retry",
                 reason="overloaded",
@@ -217,18 +211,12 @@ class InferenceSpec(LitSpec):
             raise
 
     def release(self) -> None:
-        acquire, release, admitted = self._admission()
-        acquire()
-        admitted.value -= 1
-        release()
+        """Give an admitted request's slot back (its answer is written, or its client left)."""
+        self.free_slots.release()
 
-    def _admission(self) -> tuple[Callable[[], Any], Callable[[], None], Any]:
-        """The shared counter's lock methods and raw value. ``with`` on a multiprocessing lock runs two
-        Python-level calls and ``Value.value`` takes the lock again; these are the C methods."""
-        if self._admission_parts is None:
-            lock = self.admitted.get_lock()
-            self._admission_parts = (lock.acquire, lock.release, self.admitted.get_obj())
-        return self._admission_parts
+    def in_flight(self) -> int:
+        """Requests admitted and not yet answered, across every API server."""
+        return self.config.queue_limit - self.free_slots.get_value()
 
     def _worker_pool(self) -> WorkerPool:
         if self._workers is None:  # per API-server process: its connections belong to its event loop
@@ -388,7 +376,7 @@ class InferenceSpec(LitSpec):
             asyncio.sleep(REQUEST_METRICS_SCRAPE_WAIT_S),
         )
         body = await asyncio.to_thread(
-            render, self.config.metrics_dir, self.config.main_pid, self.admitted.value
+            render, self.config.metrics_dir, self.config.main_pid, self.in_flight()
         )
         return Response(body, media_type=CONTENT_TYPE)
 

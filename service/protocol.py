@@ -271,7 +271,7 @@ def v2_infer_body(
     """The v2 response; with binary output, JSON header + raw little-endian float32 bytes."""
     if not request.binary_output:
         # Everything before the numbers is the same for every answer of one shape and version: written
-        # once, the same bytes orjson gives for the whole dict (2.3 us less per answer).
+        # once, the same bytes orjson gives for the whole dict (2.3 µs less per answer).
         key = (model_name, model_version, output_name, probabilities.shape)
         prefix = _v2_json_prefixes.get(key)
         if prefix is None:

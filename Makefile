@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck unit train-default clean
+.PHONY: serve test check lint typecheck unit train-default clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python >= 3.11 is required" if sys.version_info < (3, 11) else 0)'
@@ -23,9 +23,14 @@ train-default: $(BIN)/.installed
 
 test: lint typecheck unit
 
+# The edit loop: lint, types and every test that starts no server and trains nothing (about 2 minutes).
+check: lint typecheck
+	$(BIN)/pytest -m "not starts_server and not slow"
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy

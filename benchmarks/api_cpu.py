@@ -1,7 +1,7 @@
 """CPU per request inside one API server, without the network, the worker or the other processes.
 
-Drives the real HTTP protocol class of mnist-serve (service.fast_http, bound to a real InferenceSpec
-and RequestMetrics, Prometheus in multiprocess mode) on one event loop: many connections each send
+Drives the real HTTP protocol of mnist-serve (service.http.direct, with a real InferenceHandler and
+RequestMetrics, Prometheus in multiprocess mode) on one event loop: many connections each send
 one request per round over in-memory transports; the worker's side of the Unix socket is played in
 process (each request frame is answered in the next loop turn with fixed probabilities), on uvloop.
 What remains is exactly the API server's own work per request: HTTP parsing, checks, decoding, the
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import os
 import pstats
 import statistics
@@ -37,13 +38,14 @@ from uvicorn.config import Config  # noqa: E402
 from uvicorn.server import ServerState  # noqa: E402
 
 from benchmarks.traffic import Body, bodies, mnist_test_images  # noqa: E402
-from service import wire  # noqa: E402
-from service.dispatch import WorkerConnection, WorkerPool  # noqa: E402
-from service.fast_http import bind  # noqa: E402
-from service.front import RequestMetrics  # noqa: E402
-from service.protocol import Limits  # noqa: E402
-from service.repository import resolve  # noqa: E402
-from service.routes import InferenceSpec, RouteConfig  # noqa: E402
+from service.http.bodies import Limits  # noqa: E402
+from service.http.direct import DirectHttpProtocol  # noqa: E402
+from service.http.inference import InferenceConfig, InferenceHandler  # noqa: E402
+from service.http.request_metrics import RequestMetrics  # noqa: E402
+from service.http.served_model import ServedModel  # noqa: E402
+from service.ipc import frames  # noqa: E402
+from service.ipc.client import WorkerConnection  # noqa: E402
+from service.model.repository import resolve  # noqa: E402
 
 SINGLE_IMAGE_BODIES = "json-pixels,png-upload,v2-json,v2-binary"
 
@@ -82,47 +84,45 @@ class InstantWorker(MemoryTransport):
         super().__init__()
         self.connection = connection
         self.version = version
-        self.probabilities = np.full((1, wire.CLASSES), 0.1, np.float32)
+        self.probabilities = np.full((1, frames.CLASSES), 0.1, np.float32)
 
     def write(self, data: Any) -> None:
-        frame = wire.decode_request(memoryview(bytes(data))[wire.LENGTH.size :])
-        entries = np.zeros(len(frame.entries), wire.ANSWER_ENTRY)
+        _, entry_bytes, pixel_bytes = frames.request_parts(memoryview(bytes(data))[frames.LENGTH.size :])
+        frame = frames.read_requests(entry_bytes, pixel_bytes)
+        entries = np.zeros(len(frame.entries), frames.ANSWER_ENTRY)
         entries["id"], entries["images"] = frame.entries["id"], frame.entries["images"]
         rows = np.repeat(self.probabilities, len(frame.pixels), axis=0)
-        answer = wire.encode_answer(entries, self.version, rows)
+        answer = frames.encode_answer(entries, self.version, rows)
         asyncio.get_running_loop().call_soon(self.connection.data_received, answer)
 
 
-def build(socket_dir: Path) -> tuple[type[asyncio.Protocol], InferenceSpec]:
+def build(socket_dir: Path) -> tuple[Any, InferenceHandler]:
+    """The protocol factory uvicorn would get (``http=``) and its handler."""
     model = resolve(ROOT / "models", "mnist", "latest", "onnx")
-    spec = InferenceSpec(
-        RouteConfig(
-            model=model,
-            backend="onnx",
+    runtime_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    handler = InferenceHandler(
+        InferenceConfig(
             limits=Limits(max_images=256, max_pixels=25_000_000),
             queue_limit=10_000,
             request_timeout=30.0,
             api_key=None,
-            metrics_dir=Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]),
             socket_dir=socket_dir,
-            main_pid=os.getpid(),
-            server_version="bench",
-        )
+        ),
+        ServedModel(model, "onnx", runtime_dir),
+        RequestMetrics(),
     )
-    metrics = RequestMetrics(spec)
-    protocol = bind(spec, metrics.observe, 10_000_000)
-    return protocol, spec
+    return functools.partial(DirectHttpProtocol, handler=handler, max_body_bytes=10_000_000), handler
 
 
 class Bench:
-    """One API server's protocol, spec and metrics (Prometheus allows one set per process), with the
-    worker played in process."""
+    """One API server's protocol, handler and metrics (Prometheus allows one set per process), with
+    the worker played in process."""
 
     def __init__(self, socket_dir: Path) -> None:
-        self.protocol_class, self.spec = build(socket_dir)
-        self.pool = self.spec._workers = WorkerPool(socket_dir)
+        self.protocol_class, self.handler = build(socket_dir)
+        self.pool = self.handler.workers
         worker = WorkerConnection(self.pool, socket_dir / "worker.sock")
-        worker.connection_made(InstantWorker(worker, self.spec.config.model.version))
+        worker.connection_made(InstantWorker(worker, self.handler.model.model.version))
         self.pool.connections[worker.path] = worker
         self.config = Config(
             app=lambda *_: None, http=self.protocol_class, log_level="warning", access_log=False
@@ -137,9 +137,7 @@ class Bench:
         self.pool._scanner = asyncio.get_running_loop().create_future()  # no scans: the worker is here
         clients = []
         for _ in range(connections):
-            client = self.protocol_class(  # type: ignore[call-arg]
-                config=self.config, server_state=self.state, app_state={}
-            )
+            client = self.protocol_class(config=self.config, server_state=self.state, app_state={})
             client.connection_made(MemoryTransport())
             clients.append(client)
         headers = "".join(f"{name}: {value}\r\n" for name, value in body.headers.items())

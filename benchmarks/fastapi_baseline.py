@@ -1,7 +1,7 @@
 """The baseline for the serving benchmark: plain FastAPI + uvicorn, one ONNX Runtime call per request.
 
-Same model, same request parsing and response encoding as mnist-serve (it reuses service.protocol and
-service.multipart), but no batching, no worker processes, no LitServe: what a minimal hand-written
+Same model, same request parsing and response encoding as mnist-serve (it reuses service.http.bodies and
+service.http.multipart), but no batching, no worker processes, no LitServe: what a minimal hand-written
 endpoint does.
 
     .venv/bin/python benchmarks/fastapi_baseline.py --port 8100
@@ -19,10 +19,8 @@ from fastapi import FastAPI, Request, Response
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.backends import load_backend  # noqa: E402
 from service.errors import ServiceError  # noqa: E402
-from service.multipart import uploaded_files  # noqa: E402
-from service.protocol import (  # noqa: E402
+from service.http.bodies import (  # noqa: E402
     Limits,
     images_to_pixels,
     json_to_pixels,
@@ -31,7 +29,9 @@ from service.protocol import (  # noqa: E402
     predictions_body,
     v2_infer_body,
 )
-from service.repository import resolve  # noqa: E402
+from service.http.multipart import uploaded_files  # noqa: E402
+from service.model.backends import load_backend  # noqa: E402
+from service.model.repository import resolve  # noqa: E402
 
 
 def build_app(repository: Path) -> FastAPI:

@@ -25,9 +25,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.backends import load_backend  # noqa: E402
-from service.idx import read_idx  # noqa: E402
-from service.repository import resolve  # noqa: E402
+from service.inputs.idx import read_idx  # noqa: E402
+from service.model.backends import load_backend  # noqa: E402
+from service.model.repository import resolve  # noqa: E402
 from training.data import ensure_mnist  # noqa: E402
 
 RATE = re.compile(r"\(([\d,]+) images/s\)")

@@ -46,8 +46,8 @@ from benchmarks.traffic import (  # noqa: E402
     start,
     stop,
 )
-from service.backends import load_backend  # noqa: E402
-from service.repository import resolve  # noqa: E402
+from service.model.backends import load_backend  # noqa: E402
+from service.model.repository import resolve  # noqa: E402
 
 # What each server other than mnist-serve and the strict FastAPI baseline can be sent.
 ONLY_BODIES = {

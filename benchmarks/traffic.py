@@ -98,11 +98,18 @@ def mnist_serve_command(port: int, *flags: str) -> list[str]:
     ]
 
 
-def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
+def start(
+    command: list[str], port: int, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start a server in its own process group and wait until /v2/health/ready answers 200."""
     with tempfile.TemporaryFile() as errors:  # what it said, should it fail to start
         process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors, start_new_session=True
+            command,
+            cwd=cwd,
+            env={**os.environ, **env} if env else None,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None:
@@ -123,7 +130,7 @@ def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
 
 def mnist_test_images() -> np.ndarray:
     """The MNIST test images the request bodies are made from (verified; fetched if missing)."""
-    from service.idx import read_idx
+    from service.inputs.idx import read_idx
     from training.data import MNIST_SHA256, ensure_mnist, sha256_file
 
     name = "t10k-images-idx3-ubyte"

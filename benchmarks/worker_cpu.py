@@ -1,6 +1,6 @@
 """CPU per job in an inference worker's loop, without the model: what batching around the model costs.
 
-Starts the real worker loop (service.worker_loop.SocketLoop) in a forked process with a model that
+Starts the real worker loop (service.worker.loop.SocketLoop) in a forked process with a model that
 answers at once, and plays two API servers over real Unix sockets: each round, every connection sends
 ``--frames`` request frames of ``--jobs-per-frame`` single-image jobs in one write (as API servers
 under load do, one frame per event-loop turn) and reads all of the answers. What the worker process
@@ -30,8 +30,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service import wire  # noqa: E402
-from service.worker_loop import SocketLoop, worker_sockets  # noqa: E402
+from service.ipc import frames  # noqa: E402
+from service.ipc.sockets import worker_sockets  # noqa: E402
+from service.worker.loop import SocketLoop  # noqa: E402
 
 API_SERVERS = 2
 
@@ -42,7 +43,7 @@ class InstantModel:
     def predict(
         self, pixels: np.ndarray, admitted_at: np.ndarray, images_per_job: np.ndarray
     ) -> tuple[np.ndarray, str]:
-        return np.full((len(pixels), wire.CLASSES), 0.1, np.float32), "1"
+        return np.full((len(pixels), frames.CLASSES), 0.1, np.float32), "1"
 
     def metrics_due_in(self) -> float | None:
         return None
@@ -51,11 +52,11 @@ class InstantModel:
         pass
 
 
-def measure(folder: Path, jobs_per_frame: int, frames: int, rounds: int, max_jobs: int) -> float:
+def measure(folder: Path, jobs_per_frame: int, frame_count: int, rounds: int, max_jobs: int) -> float:
     """CPU seconds the worker process spends per job over ``rounds`` rounds."""
     loop = SocketLoop(folder, max_jobs=max_jobs, batch_timeout=0.0, request_timeout=30.0)
     worker = multiprocessing.get_context("fork").Process(
-        target=loop, args=(InstantModel(), "cpu", 0), daemon=True
+        target=loop.serve, args=(InstantModel(), 0), daemon=True
     )
     worker.start()
     try:
@@ -72,18 +73,18 @@ def measure(folder: Path, jobs_per_frame: int, frames: int, rounds: int, max_job
 
         def frame() -> bytes:
             jobs = range(jobs_per_frame)
-            return wire.encode_request(
+            return frames.encode_request(
                 [next(ids) for _ in jobs], [image for _ in jobs], [time.monotonic()] * jobs_per_frame
             )
 
         def one_round() -> None:
             for connection in connections:
-                connection.sendall(b"".join(frame() for _ in range(frames)))
+                connection.sendall(b"".join(frame() for _ in range(frame_count)))
             for connection in connections:
                 answered, buffer = 0, bytearray()
-                while answered < frames * jobs_per_frame:
+                while answered < frame_count * jobs_per_frame:
                     buffer += connection.recv(1 << 20)
-                    answered += sum(len(wire.decode_answer(p).entries) for p in wire.split_frames(buffer))
+                    answered += sum(len(frames.decode_answer(p).entries) for p in frames.split_frames(buffer))
 
         for _ in range(20):  # warm-up
             one_round()
@@ -94,7 +95,7 @@ def measure(folder: Path, jobs_per_frame: int, frames: int, rounds: int, max_job
         spent = sum(process.cpu_times()[:2]) - before
         for connection in connections:
             connection.close()
-        return spent / (rounds * API_SERVERS * frames * jobs_per_frame)
+        return spent / (rounds * API_SERVERS * frame_count * jobs_per_frame)
     finally:
         worker.kill()
         worker.join()

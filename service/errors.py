@@ -39,6 +39,14 @@ class NotFound(ServiceError):
     status, reason = 404, "not_found"
 
 
+class MethodNotAllowed(ServiceError):
+    status, reason = 405, "method_not_allowed"
+
+    def __init__(self, message: str, allow: str) -> None:
+        super().__init__(message)
+        self.headers = {"Allow": allow}
+
+
 class PayloadTooLarge(ServiceError):
     """Too many bytes, too many pixels (decompression bombs) or too many images in one request."""
 

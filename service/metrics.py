@@ -35,7 +35,7 @@ CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999,
 IN_FLIGHT_HELP = "Requests admitted and not yet answered."
 SMALL_BATCH = 4  # observe_many: up to this many values, one observe() each is cheaper
 PID_FILE = re.compile(r"_(\d+)\.db$")
-# API servers hold request metrics in memory for up to this long (service.front.RequestMetrics); a
+# API servers hold request metrics in memory for up to this long (service.http.asgi.RequestMetrics); a
 # scrape waits long enough for every API server to have written what it answered before the scrape.
 REQUEST_METRICS_INTERVAL_S = 0.05
 REQUEST_METRICS_SCRAPE_WAIT_S = 0.15  # the interval, and slack for a busy event loop
@@ -197,7 +197,7 @@ def forget_dead_processes(folder: Path) -> None:
 
 class InFlightCollector:
     """Requests admitted and not yet answered, read from the admission slots the API servers share:
-    a gauge updated per request would cost two locked file writes per request (service.routes)."""
+    a gauge updated per request would cost two locked file writes per request (service.http.routes)."""
 
     def __init__(self, admitted: int) -> None:
         self.admitted = admitted

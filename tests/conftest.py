@@ -12,6 +12,16 @@ from training.data import MnistArrays, ensure_mnist, load_mnist
 from .integration.harness import RunningServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests under these folders start real servers or benchmark scripts (each starts its own).
+SERVER_FOLDERS = ("integration", "benchmarks")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts a server (``make check`` leaves them out)."""
+    for item in items:
+        folder = item.path.relative_to(ROOT / "tests").parts[0]
+        if folder in SERVER_FOLDERS or "server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.starts_server)
 
 
 @pytest.fixture(scope="session")

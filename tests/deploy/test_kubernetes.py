@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from service.score import build_parser as score_parser
+from service.scoring.cli import build_parser as score_parser
 from service.settings import Settings, build_parser, load_settings
 
 from ..integration.harness import RunningServer

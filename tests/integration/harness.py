@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,6 +36,27 @@ class Reply:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One ``GET /metrics`` answer, read the way Prometheus reads it."""
+
+    text: str
+
+    def value(self, sample: str) -> float:
+        """The value of one sample, written as in the text (``name`` or ``name{label="value",...}``);
+        0 when the series does not exist yet."""
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", self.text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def has(self, name: str) -> bool:
+        return re.search(rf"^{re.escape(name)}[{{ ]", self.text, re.MULTILINE) is not None
+
+    def buckets(self, name: str) -> dict[float, float]:
+        """A histogram's cumulative counts by upper bound (``le``)."""
+        pattern = rf'^{re.escape(name)}_bucket\{{(?:[^}}]*,)?le="([^"]+)"[^}}]*\}} (\S+)$'
+        return {float(le): float(count) for le, count in re.findall(pattern, self.text, re.MULTILINE)}
 
 
 @dataclass
@@ -67,6 +89,11 @@ class RunningServer:
             json.dumps(payload).encode(),
             {"content-type": "application/json", **(headers or {})},
         )
+
+    def scrape(self) -> Scrape:
+        reply = self.request("GET", "/metrics")
+        assert reply.status == 200, reply.body
+        return Scrape(reply.body.decode())
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -25,20 +25,15 @@ def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     assert running.stop() == 0, running.log()
 
 
-def _histogram(text: str, name: str) -> tuple[float, float]:
-    total = float(re.search(rf"^{name}_sum (\S+)$", text, re.MULTILINE).group(1))
-    count = float(re.search(rf"^{name}_count (\S+)$", text, re.MULTILINE).group(1))
-    return total, count
-
-
 def test_concurrent_requests_share_batches_without_a_timer(
     default_server: RunningServer, mnist: MnistArrays
 ) -> None:
-    before = _histogram(default_server.request("GET", "/metrics").body.decode(), "mnist_batch_requests")
+    before = default_server.scrape()
     load = run_load(default_server.port, {"pixels": mnist.test_images[0].tolist()}, clients=32, seconds=3)
     assert set(load.statuses) == {200}, load.statuses
-    after = _histogram(default_server.request("GET", "/metrics").body.decode(), "mnist_batch_requests")
-    requests, batches = after[0] - before[0], after[1] - before[1]
+    after = default_server.scrape()
+    requests = after.value("mnist_batch_requests_sum") - before.value("mnist_batch_requests_sum")
+    batches = after.value("mnist_batch_requests_count") - before.value("mnist_batch_requests_count")
     assert requests == load.total
     assert requests / batches > 2, f"{requests:.0f} requests in {batches:.0f} batches"
 
@@ -59,8 +54,8 @@ def test_access_log_lines_only_when_asked_for(
 
 
 def test_unknown_routes_still_go_through_the_full_app(server: RunningServer) -> None:
-    # /predict and the v2 infer routes skip FastAPI's router (service.fast_http, service.front.DirectRoutes);
-    # every other method and path must still get FastAPI's answers.
+    # /predict and the v2 infer routes skip FastAPI's router (service.http.direct, service.http.asgi);
+    # every other method and path must still get the answers FastAPI would give.
     assert server.request("GET", "/predict").status == 405
     assert server.request("POST", "/v2/models/mnist/nope").status in (404, 405)
     assert server.request("POST", "/v2/models//infer", b"{}").status in (404, 405)

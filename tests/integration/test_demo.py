@@ -29,7 +29,7 @@ except ImportError:
     sync_playwright = None
 
 CHROMIUM = Path(os.environ.get("MNIST_TEST_CHROMIUM", "/usr/bin/chromium"))
-STATIC = Path(__file__).resolve().parents[2] / "service" / "static"
+STATIC = Path(__file__).resolve().parents[2] / "service" / "http" / "static"
 KEY = "demo-s3cret"
 
 needs_chromium = pytest.mark.skipif(

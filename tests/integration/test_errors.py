@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
 
 import numpy as np
 import pytest
@@ -16,9 +15,7 @@ BLANK = np.zeros((28, 28), np.uint8)
 
 
 def _rejected(server: RunningServer, reason: str) -> float:
-    text = server.request("GET", "/metrics").body.decode()
-    match = re.search(rf'^mnist_rejected_requests_total{{reason="{reason}"}} (\S+)$', text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    return server.scrape().value(f'mnist_rejected_requests_total{{reason="{reason}"}}')
 
 
 def _bomb_png() -> bytes:

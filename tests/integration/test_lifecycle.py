@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from service.batch_metrics import FLUSH_INTERVAL_S
+from service.worker.batch_metrics import FLUSH_INTERVAL_S
 from training.data import MnistArrays
 
 from .harness import BIN, ROOT, RunningServer, start_server
@@ -183,9 +182,9 @@ def test_requests_waiting_past_the_timeout_get_504(tmp_path: Path) -> None:
         with ThreadPoolExecutor(48) as pool:
             statuses = list(pool.map(send, range(96)))
         assert set(statuses) <= {200, 504} and 504 in statuses, statuses
-        metrics = running.request("GET", "/metrics").body.decode()
-        assert 'mnist_rejected_requests_total{reason="timeout"}' in metrics
-        computed = float(re.search(r"^mnist_images_total (\S+)$", metrics, re.MULTILINE).group(1))
+        metrics = running.scrape()
+        assert metrics.value('mnist_rejected_requests_total{reason="timeout"}') > 0
+        computed = metrics.value("mnist_images_total")
         # Every answered request was computed; requests that had already timed out in the queue were not.
         assert 256 * statuses.count(200) <= computed < 256 * len(statuses)
     finally:
@@ -204,9 +203,9 @@ def test_signals_drain_in_flight_requests_and_leave_no_process(
     for _ in range(10):
         assert running.post_json("/predict", {"pixels": mnist.test_images[0].tolist()}).status == 200
     for _ in range(6):
-        text = running.request("GET", "/metrics").body.decode()
-        assert "\nmnist_images_total 10.0\n" in text
-        assert 'mnist_requests_total{code="200",method="POST",route="/predict"} 10.0' in text
+        metrics = running.scrape()
+        assert metrics.value("mnist_images_total") == 10
+        assert metrics.value('mnist_requests_total{code="200",method="POST",route="/predict"}') == 10
     statuses: list[int | str] = []
 
     def client() -> None:
@@ -220,7 +219,10 @@ def test_signals_drain_in_flight_requests_and_leave_no_process(
     threads = [threading.Thread(target=client) for _ in range(8)]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while len(statuses) < 16 and time.monotonic() < deadline:  # every client busy, some answered
+        time.sleep(0.05)
+    assert len(statuses) >= 16 and len(statuses) < 8 * 50, "the clients were not under way at the signal"
     signalled = time.monotonic()
     code = running.stop(stop_signal)
     assert time.monotonic() - signalled < 20 + 10  # within the grace period: drain timeout (20 s) + margin
@@ -277,11 +279,11 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
         assert running.post_json("/predict", pixels).json()["predictions"] == expected
         # The dead worker's live gauges (model_info, in-flight) are dropped; its counters are kept.
         assert list(metrics_dir.glob(f"gauge_live*_{worker}.db"))  # written before it died...
-        metrics = running.request("GET", "/metrics").body.decode()
+        metrics = running.scrape()
         assert not list(metrics_dir.glob(f"gauge_live*_{worker}.db"))  # ...and forgotten at the scrape
-        assert metrics.count("mnist_model_info{") == 1
+        assert metrics.text.count("mnist_model_info{") == 1
         answered = 2 + sum(status == 200 for status, _, _ in answers)
-        computed = float(re.search(r"^mnist_images_total (\S+)$", metrics, re.MULTILINE).group(1))
+        computed = metrics.value("mnist_images_total")
         # The dead worker's written counts are kept; what it held in memory (batch_metrics: at most its
         # last FLUSH_INTERVAL_S of batches) died with it. Its replacement's are written at the scrape.
         held_when_killed = sum(

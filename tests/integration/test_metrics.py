@@ -31,40 +31,34 @@ EXPECTED = [
 ]
 
 
-def _value(text: str, sample: str) -> float:
-    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
 def test_metrics_count_images_predictions_and_requests(server: RunningServer, mnist: MnistArrays) -> None:
-    before = server.request("GET", "/metrics").body.decode()
+    before = server.scrape()
     images = mnist.test_images[:10].numpy()
     reply = server.post_json("/predict", {"pixels": images.tolist()})
     assert reply.status == 200
     digits = [p["digit"] for p in reply.json()["predictions"]]
-    after_reply = server.request("GET", "/metrics")
-    assert after_reply.headers["content-type"].startswith("text/plain")
-    after = after_reply.body.decode()
+    assert server.request("GET", "/metrics").headers["content-type"].startswith("text/plain")
+    after = server.scrape()
     for name in EXPECTED:
-        assert re.search(rf"^{name}[{{ ]", after, re.MULTILINE), f"{name} missing from /metrics"
-    assert _value(after, "mnist_images_total") == _value(before, "mnist_images_total") + 10
+        assert after.has(name), f"{name} missing from /metrics"
+    assert after.value("mnist_images_total") == before.value("mnist_images_total") + 10
     for digit in set(digits):
         sample = f'mnist_predictions_total{{digit="{digit}"}}'
-        assert _value(after, sample) == _value(before, sample) + digits.count(digit)
+        assert after.value(sample) == before.value(sample) + digits.count(digit)
     ok = 'mnist_requests_total{code="200",method="POST",route="/predict"}'
-    assert _value(after, ok) >= _value(before, ok) + 1
-    info = re.search(r"^mnist_model_info\{(.*)\} 1\.0$", after, re.MULTILINE)
+    assert after.value(ok) >= before.value(ok) + 1
+    info = re.search(r"^mnist_model_info\{(.*)\} 1\.0$", after.text, re.MULTILINE)
     assert info and 'name="mnist"' in info.group(1) and 'provider="CPUExecutionProvider"' in info.group(1)
-    assert 'role="main"' in after and 'role="child"' in after
-    assert _value(after, "mnist_in_flight_requests") == 0
+    assert 'role="main"' in after.text and 'role="child"' in after.text
+    assert after.value("mnist_in_flight_requests") == 0
 
 
 def test_low_confidence_inputs_are_counted(server: RunningServer) -> None:
-    before = _value(server.request("GET", "/metrics").body.decode(), "mnist_low_confidence_predictions_total")
+    before = server.scrape().value("mnist_low_confidence_predictions_total")
     noise = np.random.default_rng(0).integers(0, 256, (32, 784)).tolist()
     predictions = server.post_json("/predict", {"pixels": noise}).json()["predictions"]
     low = sum(p["confidence"] < 0.5 for p in predictions)
-    after = _value(server.request("GET", "/metrics").body.decode(), "mnist_low_confidence_predictions_total")
+    after = server.scrape().value("mnist_low_confidence_predictions_total")
     assert after == before + low
 
 
@@ -84,10 +78,10 @@ def test_in_flight_counts_requests_being_served(server: RunningServer) -> None:
         deadline = time.monotonic() + 20
         seen = 0.0
         while seen == 0 and time.monotonic() < deadline:
-            seen = _value(server.request("GET", "/metrics").body.decode(), "mnist_in_flight_requests")
+            seen = server.scrape().value("mnist_in_flight_requests")
     finally:
         stop.set()
         for thread in threads:
             thread.join()
     assert 1 <= seen <= 16
-    assert _value(server.request("GET", "/metrics").body.decode(), "mnist_in_flight_requests") == 0
+    assert server.scrape().value("mnist_in_flight_requests") == 0

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.backends import load_backend
-from service.preprocess import image_to_pixels
-from service.repository import resolve
+from service.inputs.images import image_to_pixels
+from service.model.backends import load_backend
+from service.model.repository import resolve
 from training.data import MnistArrays
 
 from .harness import ROOT, RunningServer
@@ -99,19 +99,9 @@ def test_concurrent_requests_are_batched_and_all_answered(server: RunningServer,
         answers = list(pool.map(one, list(range(64)) * 4))
     for i, probabilities in answers:
         np.testing.assert_allclose(probabilities, expected[i], atol=1e-6)  # each answer is its own request's
-    metrics = server.request("GET", "/metrics").body.decode()
-    multi_request_batches = _histogram_count_above(metrics, "mnist_batch_requests", 1)
+    buckets = server.scrape().buckets("mnist_batch_requests")
+    multi_request_batches = buckets[float("inf")] - buckets[1]
     assert multi_request_batches > 0, "no batch ever combined two requests"
-
-
-def _histogram_count_above(text: str, name: str, threshold: float) -> float:
-    buckets = {}
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket{{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float(le)] = float(line.rsplit(" ", 1)[1])
-    total = buckets[float("inf")]
-    return total - buckets[threshold]
 
 
 def test_one_bad_request_does_not_fail_the_ones_batched_with_it(server: RunningServer, digits) -> None:

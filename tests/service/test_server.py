@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
-from litserve.connector import check_cuda_with_nvidia_smi
 
 from service import server
 
@@ -25,29 +25,30 @@ def test_the_version_is_the_installed_package_or_marked_as_a_source_checkout(
 
 
 @pytest.mark.parametrize(
-    ("listing", "expected"),
+    ("listing", "visible", "expected"),
     [
-        ("GPU 0: NVIDIA H200 (UUID: GPU-0b5f7a4e)\n", "cuda"),
-        ("No devices were found\n", "cpu"),
-        (None, "cpu"),
+        ("GPU 0: NVIDIA H200 (UUID: GPU-0b5f7a4e)\n", None, "cuda"),
+        ("GPU 0: NVIDIA H200 (UUID: GPU-0b5f7a4e)\n", "3", "cpu"),  # hidden by CUDA_VISIBLE_DEVICES
+        ("No devices were found\n", None, "cpu"),
+        (None, None, "cpu"),
     ],
 )
-def test_auto_device_follows_nvidia_smi_without_importing_torch(
-    listing: str | None, expected: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_auto_device_follows_nvidia_smi_and_the_server_imports_without_torch(
+    listing: str | None, visible: str | None, expected: str, tmp_path: Path
 ) -> None:
-    # Stands in for the driver's tool (none here, and CI has no GPU): what it lists decides.
+    # Stands in for the driver's tool (none here, and CI has no GPU): what it lists decides. In a fresh
+    # interpreter: this one has imported torch already (other tests), which would hide an import.
     if listing is not None:
         tool = tmp_path / "nvidia-smi"
         tool.write_text(f"#!/bin/sh\nprintf '{listing}'\n")
         tool.chmod(0o755)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    check_cuda_with_nvidia_smi.cache_clear()
-    imported_before = "torch" in sys.modules
-    try:
-        assert server._accelerator("auto") == (expected, "auto")
-    finally:
-        check_cuda_with_nvidia_smi.cache_clear()
-    assert ("torch" in sys.modules) == imported_before
-    assert server._accelerator("cuda:1") == ("cuda", [1])
-    assert server._accelerator("cpu") == ("cpu", "auto")
+    environment = {"PATH": str(tmp_path)} | ({"CUDA_VISIBLE_DEVICES": visible} if visible else {})
+    probe = (
+        "import sys; import service.server; from service.processes import _accelerator; "
+        "print(_accelerator('auto')[0], _accelerator('cuda:1'), _accelerator('cpu'), 'torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=environment, check=True
+    )
+    assert result.stdout.split(maxsplit=1)[0] == expected
+    assert result.stdout.rstrip().endswith("('cuda', [1]) ('cpu', 'auto') False"), result.stdout

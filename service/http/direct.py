@@ -1,0 +1,244 @@
+"""uvicorn's HTTP/1.1 protocol with a direct path for the inference routes.
+
+Under load, an API server spent more CPU on the ASGI layers around a request than on the request
+itself: a task per request running uvicorn's ASGI wrapper, ``receive``, two ``send`` messages with
+uvicorn's per-header checks and two socket writes, Starlette's app and the middleware. For ``POST``
+to an inference route this protocol instead collects the body while httptools parses it, hands it to
+``InferenceHandler.handle`` (``service.http.inference``) and writes the reply the handler passes back,
+status line, headers and body in one write: no task, future, coroutine or ASGI message per request
+(docs/performance.md).
+
+Everything else stays uvicorn's: parsing, keep-alive, flow control, shutdown, and every other request
+(other routes and methods, ``Expect: 100-continue``, requests pipelined behind one in flight, the
+access log), which reaches the same handler through ``service.http.asgi``.
+
+This subclass relies on uvicorn internals (the parser callbacks, ``cycle``, ``server_state``);
+``tests/service/http/test_uvicorn_contract.py`` pins them and says what to re-check on an upgrade.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from service.errors import PayloadTooLarge
+from service.http.bodies import JSON_HEADERS
+from service.http.inference import Exchange, InferenceHandler, Route, match
+from service.http.replies import Reply
+
+# After refusing an oversized body the connection stays open to read and drop the rest of it: most
+# clients (http.client, requests) send the whole body before reading the answer, and closing a socket
+# with unread bytes resets it, so they would see a reset instead of the 413. Bounded in time.
+LINGER_SECONDS = 10.0
+_JSON_HEAD = b"content-type: application/json\r\n"  # JSON_HEADERS as written
+
+
+class DirectHttpProtocol(HttpToolsProtocol):
+    """uvicorn's ``http=`` protocol, given as ``functools.partial(DirectHttpProtocol, handler=...,
+    max_body_bytes=...)``: uvicorn creates one per connection with its own arguments."""
+
+    def __init__(self, *args: Any, handler: InferenceHandler, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handler = handler
+        self.max_body_bytes = max_body_bytes
+        self._respond = self._write_reply  # one bound method per connection, not per request
+        # The direct request being read or answered on this connection (at most one: requests behind it
+        # take uvicorn's path, which queues them until its answer is written).
+        self._cycle: _DirectCycle | None = None
+        self._route: Route | None = None  # set while its body is read; None once the request started
+        self._body: bytearray | None = None  # its body so far (None: this request is uvicorn's)
+        self._query = b""
+        self._exchange: Exchange | None = None  # while a worker computes its answer
+        self._body_complete = False
+        self._close_after_body = False  # an oversized body was refused: close once it has been read
+
+    # --- httptools parser callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._body = None
+        self._body_complete = False
+
+    def on_headers_complete(self) -> None:
+        url = self.url
+        if url[:1] == b"/" and b"?" not in url and b"#" not in url:  # the usual request target: a path
+            path, query = url, b""
+        else:
+            parsed = httptools.parse_url(url)
+            path, query = parsed.path, parsed.query or b""
+        route = self._direct_route(path)
+        if route is None:
+            super().on_headers_complete()
+            return
+        self._query = query
+        # While it is incomplete, uvicorn queues pipelined requests behind it, and shutdown() marks it
+        # not keep-alive instead of closing the connection.
+        keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+        self._cycle = _DirectCycle(keep_alive)
+        self.cycle = self._cycle  # type: ignore[assignment]
+        self._body, self._route = bytearray(), route
+        for name, value in self.headers:
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_body_bytes:  # refused before reading the body
+                    self._refuse(PayloadTooLarge.body(self.max_body_bytes, int(value)))
+                break
+
+    def _direct_route(self, path: bytes) -> Route | None:
+        if (
+            self.parser.get_method() != b"POST"
+            or self.expect_100_continue
+            or self.access_log
+            or self.limit_concurrency is not None
+            or (self.cycle is not None and not self.cycle.response_complete)  # keep answers in order
+            or self.parser.should_upgrade()
+            or b"%" in path  # percent-decoding and its corner cases: uvicorn's path
+        ):
+            return None
+        return match(path.decode("latin-1"))
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is None:
+            super().on_body(body)
+        elif self._route is not None:
+            self._body += body
+            if len(self._body) > self.max_body_bytes:
+                self._refuse(PayloadTooLarge.body(self.max_body_bytes))
+
+    def on_message_complete(self) -> None:
+        if self._body is None:
+            super().on_message_complete()
+            return
+        self._body_complete = True
+        route, self._route = self._route, None
+        if route is not None:
+            # Reading goes on, as on uvicorn's own path, so that a client leaving is noticed now:
+            # a request pipelined behind this one is queued by uvicorn until the answer is written.
+            request = _DirectRequest(self._query, self.headers)
+            self._exchange = self.handler.handle(route, "POST", request, bytes(self._body), self._respond)
+        elif self._close_after_body:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:  # the client left before its answer
+            exchange.abandon()
+
+    # --- writing ------------------------------------------------------------------------------------
+
+    def _refuse(self, error: PayloadTooLarge) -> None:
+        assert self._route is not None
+        self._body = bytearray()  # nothing more is kept
+        route, self._route = self._route, None  # whatever else arrives for this request is dropped
+        self._close_after_body = True
+        self.handler.refuse(route, "POST", error, self._respond)
+
+    def _write_reply(self, reply: Reply) -> None:
+        """Write the status line, the server's default headers (date, server), the reply's and its body."""
+        self._exchange = None
+        cycle = self._cycle
+        assert cycle is not None
+        cycle.response_complete = True
+        if cycle.disconnected or self.transport.is_closing():
+            return
+        headers = reply.headers
+        if headers is JSON_HEADERS:
+            head = _JSON_HEAD
+        else:
+            head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()]).encode("latin-1")
+        keep_alive = cycle.keep_alive and not self._close_after_body  # the rest of a refused body is dropped
+        self.transport.write(
+            b"".join(
+                (
+                    STATUS_LINE[reply.status],
+                    _default_head(self.server_state.default_headers),
+                    head,
+                    b"content-length: %d\r\n" % len(reply.body),
+                    b"" if keep_alive else b"connection: close\r\n",
+                    b"\r\n",
+                    reply.body,
+                )
+            )
+        )
+        if keep_alive:
+            self.on_response_complete()
+        elif not self._close_after_body or self._body_complete:
+            self.transport.close()
+        else:
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+
+# uvicorn's default headers (date, server) as written, and the list they were written from: uvicorn
+# makes a new list each second (the date), so they are encoded once a second, not per answer.
+_written_defaults: list[Any] = [None, b""]
+
+
+def _default_head(defaults: list[tuple[bytes, bytes]]) -> bytes:
+    if defaults is not _written_defaults[0]:
+        _written_defaults[:] = (
+            defaults,
+            b"".join([name + b": " + value + b"\r\n" for name, value in defaults]),
+        )
+    return _written_defaults[1]
+
+
+class _DirectRequest:
+    """The request as the handler reads it (``inference.RequestHead``): headers read straight from
+    uvicorn's list, and the query string."""
+
+    __slots__ = ("headers", "query_string")
+
+    def __init__(self, query_string: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.query_string = query_string
+        self.headers = _RawHeaders(raw_headers)
+
+
+class _RawHeaders(Mapping[str, str]):
+    """Headers looked up in uvicorn's list (lower-case names, the first of repeated headers wins, as
+    in Starlette's Headers): a request reads two or three, so no dict of all of them is built."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return str(value)
+
+    def get(self, name: str, default: Any = None) -> Any:  # Mapping's goes through an exception
+        key = name.encode("latin-1")
+        for raw_name, value in self._raw:
+            if raw_name == key:
+                return value.decode("latin-1")
+        return default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(name.decode("latin-1") for name, _ in self._raw))
+
+    def __len__(self) -> int:
+        return len({name for name, _ in self._raw})
+
+
+class _DirectCycle:
+    """What uvicorn's protocol reads of ``self.cycle`` while a direct request is in flight (its own
+    RequestResponseCycle is an ASGI state machine): queue pipelined requests behind it until
+    ``response_complete``; on shutdown, close after the answer (``keep_alive`` cleared)."""
+
+    __slots__ = ("disconnected", "keep_alive", "response_complete")
+
+    class _NoMessages:
+        def set(self) -> None:  # connection_lost wakes an ASGI receive(); there is none here
+            pass
+
+    message_event = _NoMessages()
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False

@@ -1,0 +1,301 @@
+"""Everything that happens to an inference request, in the order it happens.
+
+``POST /predict`` and the v2 infer routes are answered here, whichever HTTP adapter read them
+(``service.http.direct`` for most requests, ``service.http.asgi`` for the rest):
+
+1. ``match`` tells the adapter whether a path is an inference route;
+2. ``InferenceHandler.handle`` checks the method, the API key and the model name and version, takes
+   a queue slot (admission), decodes the body into validated pixels (so one bad request can never
+   fail a batch), and hands the pixels to a worker (``service.ipc.client``);
+3. ``Exchange.answered`` is called with the worker's answer, encodes the reply and gives the slot back;
+   ``Exchange.abandon`` does the same for a client that left first;
+4. every reply, answer or error, is counted in the request metrics and handed to the adapter's
+   ``respond`` callback, which writes it.
+
+A request's queue slot is taken in ``_admit`` and given back in ``_finish``: nowhere else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import multiprocessing as mp
+import time
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import parse_qsl
+
+import numpy as np
+
+from service.errors import (
+    CLIENT_CLOSED_REQUEST,
+    BadRequest,
+    MethodNotAllowed,
+    ServiceError,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from service.http.bodies import (
+    IMAGE_TYPES,
+    JSON_HEADERS,
+    Limits,
+    V2Request,
+    images_to_pixels,
+    json_to_pixels,
+    media_type,
+    parse_v2_infer,
+    predictions_body,
+    v2_infer_body,
+)
+from service.http.multipart import uploaded_files
+from service.http.replies import Reply, error_reply
+from service.http.request_metrics import RequestMetrics
+from service.http.served_model import ServedModel
+from service.ipc.client import Ticket, WorkerPool
+
+PREDICT = "/predict"
+V2_INFER = "/v2/models/{name}/infer"
+V2_VERSION_INFER = "/v2/models/{name}/versions/{version}/infer"
+
+
+class Route(NamedTuple):
+    label: str  # the route as the metrics and OpenAPI name it
+    name: str | None = None  # the v2 routes' model name and version
+    version: str | None = None
+
+
+PREDICT_ROUTE = Route(PREDICT)
+
+
+def match(path: str) -> Route | None:
+    """The inference route ``path`` names (for any method), or None."""
+    if path == PREDICT:
+        return PREDICT_ROUTE
+    parts = path.split("/")
+    if len(parts) < 5 or parts[1] != "v2" or parts[2] != "models" or not parts[3]:
+        return None
+    if len(parts) == 5 and parts[4] == "infer":
+        return Route(V2_INFER, parts[3])
+    if len(parts) == 7 and parts[4] == "versions" and parts[5] and parts[6] == "infer":
+        return Route(V2_VERSION_INFER, parts[3], parts[5])
+    return None
+
+
+class RequestHead(typing.Protocol):
+    """What the handler reads of a request besides its body."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...  # lower-case names
+
+    @property
+    def query_string(self) -> bytes: ...
+
+
+Respond = Callable[[Reply], None]
+_Decoded = typing.TypeVar("_Decoded")  # writes a reply to the client (the adapter's)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    limits: Limits
+    queue_limit: int
+    request_timeout: float  # 0: none
+    api_key: str | None
+    socket_dir: Path  # where the inference workers listen (service.ipc.sockets)
+
+
+class InferenceHandler:
+    """Created in the main process; every API server forked from it admits against the same slots."""
+
+    def __init__(self, config: InferenceConfig, model: ServedModel, metrics: RequestMetrics) -> None:
+        self.config = config
+        self.model = model
+        self.metrics = metrics
+        self.limits = config.limits
+        # One slot per request admitted and not yet answered, shared by every API server process. A
+        # semaphore: taking a slot without blocking and giving it back are one C call each.
+        self.free_slots = mp.get_context("fork").Semaphore(config.queue_limit)
+        self._workers: WorkerPool | None = None
+
+    @property
+    def workers(self) -> WorkerPool:
+        if self._workers is None:  # per API-server process: its connections belong to its event loop
+            self._workers = WorkerPool(self.config.socket_dir)
+        return self._workers
+
+    def in_flight(self) -> int:
+        """Requests admitted and not yet answered, across every API server."""
+        return self.config.queue_limit - self.free_slots.get_value()
+
+    def handle(
+        self, route: Route, method: str, head: RequestHead, body: bytes, respond: Respond
+    ) -> Exchange | None:
+        """Answer a request: an ``Exchange`` while its worker computes, None when already answered."""
+        started = time.perf_counter()
+        try:
+            if method != "POST":
+                raise MethodNotAllowed("use POST", allow="POST")
+            self._authorize(head.headers)
+            if route is PREDICT_ROUTE:
+                include_pixels = _include_pixels(head.query_string)
+                pixels = self._admit(self._predict_pixels, head.headers, body)
+                encode = self._predict_encoder(pixels if include_pixels else None)
+            else:
+                assert route.name is not None
+                self.model.check(route.name, route.version)
+                model = self.model.model
+                request = self._admit(
+                    parse_v2_infer,
+                    body,
+                    head.headers,
+                    model.input_name,
+                    model.output_name,
+                    self.config.limits,
+                )
+                pixels = request.pixels
+                encode = self._v2_encoder(request)
+        except Exception as error:
+            self.refuse(route, method, error, respond, started)
+            return None
+        exchange = Exchange(self, route.label, started, encode, respond)
+        timeout = self.config.request_timeout or None
+        exchange.ticket = self.workers.send(pixels, time.monotonic(), timeout, exchange.answered)
+        return exchange
+
+    def refuse(
+        self, route: Route, method: str, error: Exception, respond: Respond, started: float | None = None
+    ) -> None:
+        """Answer with ``error`` (nothing admitted: no slot to give back)."""
+        reply = error_reply(error)
+        if isinstance(error, ServiceError):
+            self.metrics.reject(error.reason)
+        self.metrics.observe(route.label, method, reply.status, started or time.perf_counter())
+        respond(reply)
+
+    def _authorize(self, headers: Mapping[str, str]) -> None:
+        expected = self.config.api_key
+        if expected is None:
+            return
+        given = headers.get("x-api-key", "")
+        if not given and headers.get("authorization", "").lower().startswith("bearer "):
+            given = headers["authorization"][7:]
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Unauthorized("missing or wrong API key (send it as X-API-Key)")
+
+    def _admit(self, decode: Callable[..., _Decoded], *args: typing.Any) -> _Decoded:
+        """Take a queue slot, then decode: past the limit, refusing costs next to nothing, so shedding
+        does not eat the capacity it protects. A request that fails to decode gives its slot back."""
+        if not self.free_slots.acquire(False):
+            raise Unavailable(
+                f"server is at its queue limit ({self.config.queue_limit} requests); retry",
+                reason="overloaded",
+            )
+        try:
+            return decode(*args)
+        except BaseException:
+            self.free_slots.release()
+            raise
+
+    def _predict_pixels(self, headers: Mapping[str, str], body: bytes) -> np.ndarray:
+        content_type = media_type(headers.get("content-type"))
+        limits = self.limits
+        if content_type == "multipart/form-data":
+            blobs = uploaded_files(
+                body,
+                headers["content-type"],
+                max_files=limits.max_images + 1,  # one more than allowed: images_to_pixels words the 413
+                max_fields=limits.max_images + 16,
+            )
+            return images_to_pixels(blobs, limits)
+        if content_type in IMAGE_TYPES or content_type == "application/octet-stream":
+            return images_to_pixels([body], limits)
+        if content_type == "application/json" or content_type.endswith("+json"):
+            return json_to_pixels(body, limits)
+        raise UnsupportedMediaType(
+            f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data, "
+            "an image/* body, or application/json"
+        )
+
+    def _predict_encoder(self, shown: np.ndarray | None) -> Callable[[np.ndarray, str], Reply]:
+        def encode(rows: np.ndarray, version: str) -> Reply:
+            return Reply(200, JSON_HEADERS, predictions_body(rows, self.model.payload(version), shown))
+
+        return encode
+
+    def _v2_encoder(self, request: V2Request) -> Callable[[np.ndarray, str], Reply]:
+        model = self.model.model
+
+        def encode(rows: np.ndarray, version: str) -> Reply:
+            body, headers = v2_infer_body(rows, request, model.name, version, model.output_name)
+            return Reply(200, headers, body)
+
+        return encode
+
+
+class Exchange:
+    """An admitted request waiting for its worker's answer (at most one call of ``answered`` or
+    ``abandon`` does anything)."""
+
+    __slots__ = ("encode", "handler", "label", "respond", "started", "ticket")
+
+    def __init__(
+        self,
+        handler: InferenceHandler,
+        label: str,
+        started: float,
+        encode: Callable[[np.ndarray, str], Reply],
+        respond: Respond,
+    ) -> None:
+        self.handler = handler
+        self.label = label
+        self.started = started
+        self.encode: Callable[[np.ndarray, str], Reply] | None = encode  # None once finished
+        self.respond = respond
+        self.ticket: Ticket = (None, 0)
+
+    def answered(self, rows: np.ndarray | None, version: str, error: Exception | None) -> None:
+        """The worker's answer, or the 503 / 504 the job failed with (service.ipc.client calls it)."""
+        encode = self.encode
+        if encode is None:  # the client left (abandon)
+            return
+        try:
+            if error is not None:
+                raise error
+            assert rows is not None
+            reply = encode(rows, version)
+        except Exception as failure:
+            if isinstance(failure, ServiceError):
+                self.handler.metrics.reject(failure.reason)
+            reply = error_reply(failure)
+        self._finish(reply.status)
+        self.respond(reply)
+
+    def abandon(self) -> None:
+        """The client left before its answer: give its slot back now (the worker's answer is dropped)."""
+        if self.encode is None:
+            return
+        WorkerPool.cancel(self.ticket)
+        self._finish(CLIENT_CLOSED_REQUEST)
+
+    def _finish(self, status: int) -> None:
+        self.encode = None
+        self.handler.free_slots.release()
+        self.handler.metrics.observe(self.label, "POST", status, self.started)
+
+
+def _include_pixels(query_string: bytes) -> bool:
+    """``?include=pixels`` adds the 28x28 image the model saw, so clients can show the preprocessing."""
+    if not query_string:
+        return False
+    include = {
+        item
+        for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+        if name == "include"
+        for item in value.split(",")
+    }
+    if include - {"pixels", ""}:
+        raise BadRequest(f"unknown include {sorted(include - {'pixels', ''})}; the only one is 'pixels'")
+    return "pixels" in include

@@ -1,0 +1,159 @@
+"""Every route but inference: health, server and model metadata, Prometheus metrics, and the error
+handlers of the FastAPI app they run in.
+
+They are FastAPI routes, so ``/docs`` and ``/openapi.json`` describe them; the inference routes are
+answered before FastAPI (``service.http.inference``) and described in ``service.http.openapi``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import NotFound, ServiceError
+from service.http.inference import InferenceHandler
+from service.http.replies import as_response, error_reply, json_reply
+from service.http.request_metrics import RequestMetrics
+from service.http.served_model import ServedModel
+from service.ipc.sockets import worker_sockets
+from service.metrics import CONTENT_TYPE, REQUEST_METRICS_SCRAPE_WAIT_S, render
+
+SERVER_NAME = "mnist-serving"
+METRICS_FLUSH_TIMEOUT_S = 2.0
+Endpoint = tuple[str, Callable[..., Awaitable[Response]], list[str]]  # path, handler, methods
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str  # this package's
+    main_pid: int  # the root of the process tree the process metrics cover
+    metrics_dir: Path  # prometheus_client's multiprocess files
+    socket_dir: Path  # where the inference workers listen
+
+
+class ServerRoutes:
+    def __init__(
+        self,
+        info: ServerInfo,
+        model: ServedModel,
+        handler: InferenceHandler,
+        workers_started: Callable[[], bool],
+    ) -> None:
+        self.info = info
+        self.model = model
+        self.handler = handler
+        self.workers_started = workers_started  # every inference worker has loaded its model
+
+    def endpoints(self) -> list[Endpoint]:
+        endpoints: list[Endpoint] = []
+        for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+            endpoints.append((prefix, self.model_metadata, ["GET"]))
+            endpoints.append((prefix + "/ready", self.model_ready, ["GET"]))
+        endpoints += [
+            ("/v2", self.server_metadata, ["GET"]),
+            ("/v2/health/live", self.live, ["GET"]),
+            ("/v2/health/ready", self.ready, ["GET"]),
+            ("/metrics", self.metrics, ["GET"]),
+        ]
+        return endpoints
+
+    async def server_metadata(self) -> Response:
+        return _json(
+            {
+                "name": SERVER_NAME,
+                "version": self.info.version,
+                "extensions": ["binary_tensor_data", "model_repository_readonly"],
+            }
+        )
+
+    async def live(self) -> Response:
+        return _json({"live": True})
+
+    async def ready(self) -> Response:
+        if self._is_ready():
+            return _json({"ready": True})
+        return as_response(json_reply(503, {"ready": False}, {"Retry-After": "1"}))
+
+    def _is_ready(self) -> bool:
+        # Workers report "started" just before they start listening.
+        return self.workers_started() and bool(worker_sockets(self.info.socket_dir))
+
+    async def model_ready(self, name: str, version: str | None = None) -> Response:
+        self.model.check(name, version)
+        return await self.ready()
+
+    async def model_metadata(self, name: str, version: str | None = None) -> Response:
+        self.model.check(name, version)
+        model = self.model.model
+        metadata = model.metadata
+
+        def described(tensors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{k: v for k, v in t.items() if k in ("name", "datatype", "shape")} for t in tensors]
+
+        return _json(
+            {
+                "name": model.name,
+                "versions": self.model.versions(),
+                "platform": "onnxruntime_onnx" if self.model.backend == "onnx" else "pytorch_libtorch",
+                "inputs": described(metadata["inputs"]),
+                "outputs": described(metadata["outputs"]),
+                "parameters": {
+                    "backend": self.model.backend,
+                    **self.model.runtime(),
+                    "architecture": metadata.get("architecture", {}).get("arch"),
+                    "test_accuracy": metadata.get("metrics", {}).get("test_accuracy"),
+                    "created": metadata.get("created"),
+                },
+            }
+        )
+
+    async def metrics(self) -> Response:
+        # Workers hold batch metrics until asked; API servers write theirs within an interval.
+        await asyncio.gather(
+            self.handler.workers.flush_metrics(METRICS_FLUSH_TIMEOUT_S),
+            asyncio.sleep(REQUEST_METRICS_SCRAPE_WAIT_S),
+        )
+        body = await asyncio.to_thread(
+            render, self.info.metrics_dir, self.info.main_pid, self.handler.in_flight()
+        )
+        return Response(body, media_type=CONTENT_TYPE)
+
+
+def _json(payload: dict[str, Any]) -> Response:
+    return as_response(json_reply(200, payload))
+
+
+def install_error_handlers(app: FastAPI, metrics: RequestMetrics) -> None:
+    """Every failure in a FastAPI route becomes ``{"error": ...}`` with its status, and is counted."""
+
+    async def service_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, ServiceError)
+        metrics.reject(error.reason)
+        return as_response(error_reply(error))
+
+    async def http_error(_: Request, error: Exception) -> Response:
+        assert isinstance(error, StarletteHTTPException)
+        reason = {404: NotFound.reason, 405: "method_not_allowed"}.get(
+            error.status_code, f"http_{error.status_code}"
+        )
+        metrics.reject(reason)
+        return as_response(json_reply(error.status_code, {"error": str(error.detail)}, error.headers))
+
+    async def validation_error(_: Request, error: Exception) -> Response:
+        metrics.reject("invalid_input")
+        return as_response(json_reply(422, {"error": f"invalid request: {error}"}))
+
+    async def unexpected(_: Request, error: Exception) -> Response:
+        return as_response(error_reply(error))
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,60 @@
+"""Tripwire for the uvicorn internals service.http.direct relies on.
+
+``DirectHttpProtocol`` subclasses uvicorn's httptools protocol, which is not uvicorn's public API. Each
+method it overrides or whose behaviour it depends on is pinned here by a hash of its source: a uvicorn
+release that changes one fails this test with what to re-check, before anything fails in production.
+On an upgrade: read the new method, re-check the note below against service/http/direct.py (and
+tests/integration/test_direct_http.py), then update the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+import pytest
+import uvicorn
+from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# method: (sha256 of its source, first 16 hex digits; what direct.py relies on)
+PINNED = {
+    "__init__": (
+        "4f08999410347141",
+        "sets parser, cycle, pipeline, server_state, access_log, limit_concurrency and timeout_keep_alive",
+    ),
+    "on_message_begin": ("96d377fdc7c2baef", "resets url, headers and expect_100_continue; builds the scope"),
+    "on_headers_complete": (
+        "1ea8589acfad92d8",
+        "skipped for direct requests: everything it sets up for the ASGI path must stay unneeded there",
+    ),
+    "on_body": ("dba9c32aeba35b6a", "called only for requests on uvicorn's path"),
+    "on_message_complete": ("1fbad42dc31fc01f", "called only for requests on uvicorn's path"),
+    "connection_lost": (
+        "c91a4c9bf2e29c55",
+        "marks self.cycle disconnected and calls cycle.message_event.set() (_DirectCycle provides both)",
+    ),
+    "on_response_complete": (
+        "64e254f28e389e76",
+        "called after each direct keep-alive answer: re-arms keep-alive, starts pipelined requests",
+    ),
+    "shutdown": ("d7351fa33f00d430", "reads cycle.response_complete and clears cycle.keep_alive"),
+    "data_received": ("010a7ae59a5d3b1a", "feeds the parser that calls the callbacks above"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_the_uvicorn_methods_direct_http_relies_on_are_unchanged(name: str) -> None:
+    expected, relied_on = PINNED[name]
+    source = inspect.getsource(getattr(HttpToolsProtocol, name))
+    got = hashlib.sha256(source.encode()).hexdigest()[:16]
+    assert got == expected, (
+        f"uvicorn {uvicorn.__version__} changed HttpToolsProtocol.{name}. service/http/direct.py relies on "
+        f"it: {relied_on}. Re-check that, run tests/integration/test_direct_http.py, then pin {got!r} here."
+    )
+
+
+def test_the_module_level_names_direct_http_uses_exist() -> None:
+    assert isinstance(httptools_impl.STATUS_LINE, dict) and httptools_impl.STATUS_LINE[200].startswith(
+        b"HTTP/1.1 200"
+    ), "uvicorn's STATUS_LINE (status code -> encoded status line) changed: re-check DirectHttpProtocol"

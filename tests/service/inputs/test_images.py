@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+from service.inputs.images import decode_image, image_to_pixels, to_mnist
+from service.inputs.pixel_arrays import array_to_pixels, tensor_to_pixels
+from service.model.backends import load_backend
+from service.model.repository import resolve
+from training.data import MnistArrays
+
+from ...conftest import ROOT
+from ...integration.images import encode, paper_photo, png
+
+
+def _save(image: Image.Image, image_format: str = "PNG", **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def test_mnist_samples_pass_through_unchanged(mnist: MnistArrays) -> None:
+    for pixels in mnist.test_images[:50].numpy():
+        np.testing.assert_array_equal(image_to_pixels(png(pixels)), pixels)
+
+
+def test_photos_of_dark_digits_on_paper_classify_like_mnist(mnist: MnistArrays) -> None:
+    backend = load_backend(resolve(ROOT / "models", "mnist", "latest", "onnx"), "onnx", "cpu")
+    images, labels = mnist.test_images[:300].numpy(), mnist.test_labels[:300].numpy()
+    photos = np.stack(
+        [image_to_pixels(encode(paper_photo(img, seed=i), "JPEG")) for i, img in enumerate(images)]
+    )
+    original_accuracy = (backend.predict(images[:, None]).argmax(1) == labels).mean()
+    photo_accuracy = (backend.predict(photos[:, None]).argmax(1) == labels).mean()
+    assert photo_accuracy >= original_accuracy - 0.02 and photo_accuracy >= 0.97
+
+
+def test_recipe_fits_the_digit_in_20_px_and_centres_its_mass() -> None:
+    tall = np.full((400, 300), 250.0)
+    tall[50:350, 120:160] = 10  # a dark vertical bar, like a "1"
+    pixels = to_mnist(tall)
+    ink_rows = np.flatnonzero(pixels.max(1) > 40)
+    ink_cols = np.flatnonzero(pixels.max(0) > 40)
+    assert ink_rows[-1] - ink_rows[0] + 1 in (19, 20, 21)
+    assert ink_cols[-1] - ink_cols[0] + 1 <= 5  # aspect ratio kept
+    ys, xs = np.indices(pixels.shape)
+    mass = pixels.astype(float)
+    assert abs((ys * mass).sum() / mass.sum() - 14) < 1 and abs((xs * mass).sum() / mass.sum() - 14) < 1
+    assert pixels[0].max() == 0 and pixels[:, 0].max() == 0  # background is black after inversion
+
+
+def test_transparent_canvas_drawings_work_both_ways() -> None:
+    stroke = np.zeros((100, 100, 4), np.uint8)
+    stroke[20:80, 45:55] = (0, 0, 0, 255)  # black ink on a transparent canvas
+    dark = image_to_pixels(_save(Image.fromarray(stroke)))
+    stroke[20:80, 45:55] = (255, 255, 255, 255)  # white ink on a transparent canvas
+    light = image_to_pixels(_save(Image.fromarray(stroke)))
+    assert dark.max() > 200 and light.max() > 200
+    np.testing.assert_array_equal(dark > 100, light > 100)
+
+
+def test_sixteen_bit_and_palette_images_are_understood() -> None:
+    wide = np.zeros((56, 56), np.uint16)
+    wide[10:46, 24:32] = 60000
+    sixteen_bit = Image.fromarray(wide)
+    assert sixteen_bit.mode.startswith("I;16")
+    sixteen = image_to_pixels(_save(sixteen_bit))
+    palette = image_to_pixels(_save(Image.fromarray((wide // 256).astype(np.uint8)).convert("P")))
+    assert sixteen.max() > 200 and palette.max() > 200
+
+
+def test_undecodable_and_hostile_images() -> None:
+    with pytest.raises(BadRequest):
+        decode_image(b"")
+    with pytest.raises(BadRequest):
+        decode_image(b"definitely not an image")
+    with pytest.raises(BadRequest):
+        decode_image(png(np.zeros((28, 28), np.uint8))[:40])  # truncated
+    bomb = _save(Image.new("L", (6000, 6000)))
+    with pytest.raises(PayloadTooLarge):
+        decode_image(bomb, max_pixels=1_000_000)
+    with pytest.raises(Unprocessable, match="no digit"):
+        image_to_pixels(png(np.full((50, 50), 128, np.uint8)))
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (784,), (3, 28, 28), (3, 784), (3, 1, 28, 28)])
+def test_pixel_arrays_of_every_accepted_shape(shape: tuple[int, ...]) -> None:
+    values = np.arange(int(np.prod(shape))) % 256
+    pixels = array_to_pixels(values.reshape(shape).tolist(), max_images=8)
+    assert pixels.dtype == np.uint8 and pixels.shape[1:] == (1, 28, 28)
+    np.testing.assert_array_equal(pixels.reshape(-1), values)
+
+
+def test_integer_floats_and_booleans_give_the_same_pixels_as_integers() -> None:
+    # JSON integers take a faster path than JSON floats; both must give the same answer.
+    values = (np.arange(784) % 256).reshape(28, 28)
+    as_ints = array_to_pixels(values.tolist(), max_images=8)
+    as_floats = array_to_pixels(values.astype(float).tolist(), max_images=8)
+    np.testing.assert_array_equal(as_ints, as_floats)
+    booleans = array_to_pixels((values > 100).tolist(), max_images=8)
+    np.testing.assert_array_equal(booleans.reshape(28, 28), (values > 100).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("values", "error", "fragment"),
+    [
+        ([[1, 2], [3, 4]], Unprocessable, "shape"),
+        ([[0.5] * 28] * 28, Unprocessable, "whole numbers"),
+        ([[-1] * 28] * 28, Unprocessable, "0..255"),
+        ([[float("nan")] * 28] * 28, Unprocessable, "NaN"),
+        ([[1, 2], [3]], Unprocessable, "rectangular"),
+        ("abc", Unprocessable, "not strings"),
+        ([[0] * 784] * 9, PayloadTooLarge, "limit is 8"),
+        ([], Unprocessable, "shape"),
+        ([[256] * 28] * 28, Unprocessable, "0..255"),
+        ([[2**70] * 28] * 28, Unprocessable, "0..255"),
+        ([["7"] * 28] * 28, Unprocessable, "not strings"),
+        ([[None] * 28] * 28, Unprocessable, "NaN"),
+    ],
+)
+def test_bad_pixel_arrays(values: object, error: type[Exception], fragment: str) -> None:
+    with pytest.raises(error, match=fragment):
+        array_to_pixels(values, max_images=8)
+
+
+def test_fp32_tensors_are_rounded_but_uint8_must_be_whole() -> None:
+    floats = np.full((1, 784), 254.6)
+    assert tensor_to_pixels(floats, 4, whole_numbers=False).max() == 255
+    with pytest.raises(Unprocessable):
+        tensor_to_pixels(floats, 4, whole_numbers=True)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_fast_png_path_is_pixel_identical_to_pillow(mode: str) -> None:
+    from service.inputs.images import _fast_png
+
+    rng = np.random.default_rng(1)
+    shape = (37, 53) if mode == "L" else (37, 53, 3)
+    image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+    data = _save(image)
+    fast = _fast_png(data, 10_000)
+    assert fast is not None and fast.dtype == np.uint8
+    np.testing.assert_array_equal(fast, np.asarray(image.convert("L")))
+    with pytest.raises(PayloadTooLarge):
+        _fast_png(data, 100)
+    assert _fast_png(_save(image.convert("RGBA")), 10_000) is None  # alpha: Pillow's path

@@ -50,6 +50,7 @@ from service.http.bodies import (
     predictions_body,
     v2_infer_body,
 )
+from service.http.bounded_cache import BoundedCache
 from service.http.multipart import uploaded_files
 from service.http.replies import Reply, error_reply
 from service.http.request_metrics import RequestMetrics
@@ -72,6 +73,20 @@ PREDICT_ROUTE = Route(PREDICT)
 
 def match(path: str) -> Route | None:
     """The inference route ``path`` names (for any method), or None."""
+    route = _matched.get(path)
+    if route is None:
+        route = _match(path)
+        _matched.put(path, len(path), route or NO_ROUTE)
+    return None if route is NO_ROUTE else route
+
+
+# Matching costs more than a lookup, and clients use a handful of paths. Paths are client-chosen: a
+# scanner's are bounded in number and length by the cache, and longer ones are matched every time.
+NO_ROUTE = Route("")
+_matched: BoundedCache[str, Route] = BoundedCache(max_entries=256, max_key_bytes=256)
+
+
+def _match(path: str) -> Route | None:
     if path == PREDICT:
         return PREDICT_ROUTE
     parts = path.split("/")

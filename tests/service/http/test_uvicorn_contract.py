@@ -23,7 +23,11 @@ PINNED = {
         "4f08999410347141",
         "sets parser, cycle, pipeline, server_state, access_log, limit_concurrency and timeout_keep_alive",
     ),
-    "on_message_begin": ("96d377fdc7c2baef", "resets url, headers and expect_100_continue; builds the scope"),
+    "on_message_begin": (
+        "96d377fdc7c2baef",
+        "replaced: DirectHttpProtocol.on_message_begin resets the same fields and _asgi_scope builds the "
+        "same scope; copy any change into both",
+    ),
     "on_headers_complete": (
         "1ea8589acfad92d8",
         "skipped for direct requests: everything it sets up for the ASGI path must stay unneeded there",

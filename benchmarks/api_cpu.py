@@ -103,6 +103,7 @@ def build(socket_dir: Path) -> tuple[Any, InferenceHandler]:
     handler = InferenceHandler(
         InferenceConfig(
             limits=Limits(max_images=256, max_pixels=25_000_000),
+            api_servers=1,
             queue_limit=10_000,
             request_timeout=30.0,
             api_key=None,

@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -195,21 +196,31 @@ def forget_dead_processes(folder: Path) -> None:
             multiprocess.mark_process_dead(pid, str(folder))
 
 
-class InFlightCollector:
-    """Requests admitted and not yet answered, read from the admission slots the API servers share:
-    a gauge updated per request would cost two locked file writes per request (service.http.routes)."""
+@dataclass(frozen=True)
+class ServerState:
+    """Gauges read from state the processes share when a scrape is answered: a gauge updated per
+    request would cost two locked file writes per request (service.http.routes)."""
 
-    def __init__(self, admitted: int) -> None:
-        self.admitted = admitted
+    in_flight: int  # requests admitted and not yet answered, from the shared admission slots
+    api_servers: int  # API-server processes serving
+    workers_ready: int  # inference workers with their model loaded
 
     def collect(self) -> Iterable[Metric]:
-        return [GaugeMetricFamily("mnist_in_flight_requests", IN_FLIGHT_HELP, value=self.admitted)]
+        return [
+            GaugeMetricFamily("mnist_in_flight_requests", IN_FLIGHT_HELP, value=self.in_flight),
+            GaugeMetricFamily("mnist_api_servers", "API-server processes serving.", value=self.api_servers),
+            GaugeMetricFamily(
+                "mnist_inference_workers_ready",
+                "Inference workers with their model loaded (below --workers: degraded).",
+                value=self.workers_ready,
+            ),
+        ]
 
 
-def render(folder: Path, root_pid: int, in_flight: int) -> bytes:
+def render(folder: Path, root_pid: int, state: ServerState) -> bytes:
     forget_dead_processes(folder)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(folder))
     registry.register(ProcessTreeCollector(root_pid))
-    registry.register(InFlightCollector(in_flight))
+    registry.register(state)
     return generate_latest(registry)

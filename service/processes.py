@@ -1,8 +1,8 @@
 """Every use of LitServe, in one module: what it does for us, and the hooks we plug into it.
 
 What LitServe does for this server:
-- starts the API-server processes (uvicorn, forked, sharing the listening socket) and the inference
-  worker processes (spawned, one per ``--workers`` and device), and builds the FastAPI app they serve;
+- starts the inference worker processes (spawned, one per ``--workers`` and device) and builds the
+  FastAPI app the API servers serve; binds the listening socket;
 - supervises the inference workers: one that dies is replaced (``restart_workers``), and each reports
   when its model is loaded (``workers_setup_status``), which readiness reads;
 - picks each worker's device from ``--device`` (``accelerator`` / ``devices``).
@@ -17,6 +17,12 @@ What we replaced, and why (docs/performance.md has the measurements):
   workers, then LitServe's manager) and exits 0 with no child left behind.
 - Its gzip middleware (answers are small and the API server's CPU is what limits throughput) and its
   ``/predict``, which our routes own.
+- Nothing watches LitServe's API servers once started: ``MnistServer`` replaces one that dies (with
+  LitServe's own ``_start_server``, for one server), after its queue slots are given back
+  (``ApiServerHooks.lost``).
+- The fork start method for LitServe's manager process, which would inherit the listening socket and
+  keep it open through a drain: it is spawned, so only the main process and the API servers hold the
+  socket, and the main process closes its copy when a drain begins.
 
 The private names used (underscore attributes and methods of ``LitServer``) are listed in
 ``PRIVATE_LITSERVE_NAMES``; ``tests/service/test_processes.py`` checks that the installed
@@ -27,11 +33,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import litserve as ls
@@ -51,12 +60,15 @@ log = logging.getLogger("mnist-serve")
 LISTEN_HOSTS = ("0.0.0.0", "127.0.0.1", "::")  # the addresses LitServe 0.2.19 accepts
 # LitServer internals this module relies on (see the module docstring).
 PRIVATE_LITSERVE_NAMES = (
+    "_init_manager",
     "_prepare_app_run",
+    "_start_server",
     "_start_worker_monitoring",
     "_perform_graceful_shutdown",
     "_shutdown_event",
     "_transport",
 )
+API_SERVER_CHECK_INTERVAL_S = 0.25
 
 
 class RoutesSpec(LitSpec):
@@ -76,16 +88,16 @@ class RoutesSpec(LitSpec):
         state["_endpoints"] = []  # the workers serve no routes (and the handlers hold API-server state)
         return state
 
-    def workers_started(self) -> bool:
-        """Every inference worker has loaded its model (LitServe's ``workers_setup_status``)."""
+    def workers_ready(self) -> int:
+        """Inference workers that have loaded their model (LitServe's ``workers_setup_status``)."""
         server = self._server
         status = getattr(server, "workers_setup_status", None) if server is not None else None
         if not status:
-            return False
+            return 0
         try:
-            return all(value == "ready" for value in status.values())
+            return sum(value == "ready" for value in status.values())
         except (OSError, EOFError, BrokenPipeError):  # the manager is gone: we are shutting down
-            return False
+            return 0
 
     # LitSpec's hooks for LitServe's own request path, which nothing takes here.
     def decode_request(self, request: Any, context_kwargs: Any = None) -> Any:
@@ -120,9 +132,18 @@ class LitWorker(ls.LitAPI):
         raise NotImplementedError("inference runs in service.worker.loop")
 
 
+@dataclass(frozen=True)
+class ApiServerHooks:
+    """What the server assembly does when an API server process starts (in that process) and when one
+    is found dead (in the main process, with its pid, before its replacement starts)."""
+
+    started: Callable[[], None]
+    lost: Callable[[int], None]
+
+
 class MnistServer(ls.LitServer):
-    """LitServer with our front end in each API server, an orderly drain on SIGTERM/SIGINT and no
-    orphaned children."""
+    """LitServer with our front end in each API server, API servers that are replaced when they die,
+    an orderly drain on SIGTERM/SIGINT and no orphaned children."""
 
     def __init__(
         self,
@@ -131,6 +152,7 @@ class MnistServer(ls.LitServer):
         device: str,
         workers: int,
         front: Callable[[ASGIApp], ASGIApp],
+        api_server_hooks: ApiServerHooks,
         drain_timeout: float,
         model_metadata: dict[str, str],
     ) -> None:
@@ -145,6 +167,9 @@ class MnistServer(ls.LitServer):
             model_metadata=model_metadata,
         )
         self.front = front
+        self.api_server_hooks = api_server_hooks
+        self._api_servers: dict[int, Any] = {}  # index -> process (LitServe's uvicorn_workers)
+        self._api_server_start: tuple[int, str, list[socket.socket], str, dict[str, Any]] | None = None
         self.app.user_middleware = [m for m in self.app.user_middleware if m.cls is not GZipMiddleware]
         self.uvicorn_graceful_timeout = drain_timeout
         self.drain_timeout = drain_timeout
@@ -168,6 +193,10 @@ class MnistServer(ls.LitServer):
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        # LitServe's manager is started with the default method after the listening socket is bound:
+        # forked, it would hold the socket open through a drain (connections would wait in the
+        # backlog instead of being refused). Its inference workers and API servers name their own.
+        multiprocessing.set_start_method("spawn", force=True)
         self.run(
             host=host,
             port=port,
@@ -177,6 +206,53 @@ class MnistServer(ls.LitServer):
             access_log=access_log,
             http=http_protocol,
         )
+
+    def _init_manager(self, num_api_servers: int) -> Any:
+        """LitServe's, with SIGTERM and SIGINT ignored while its manager process starts: a spawned
+        process keeps ignored signals, so the manager outlives signals sent to the whole process group
+        (what `timeout`, systemd and shells do), which the drain still needs it for. A stop signal in
+        those few hundred milliseconds of start-up is lost."""
+        stop_signals = (signal.SIGTERM, signal.SIGINT)
+        handlers = [signal.signal(signum, signal.SIG_IGN) for signum in stop_signals]
+        try:
+            return super()._init_manager(num_api_servers)
+        finally:
+            for signum, handler in zip(stop_signals, handlers, strict=True):
+                signal.signal(signum, handler)
+
+    def _start_server(
+        self,
+        port: int,
+        num_uvicorn_servers: int,
+        log_level: str,
+        sockets: list[socket.socket],
+        uvicorn_worker_type: str,
+        **kwargs: Any,
+    ) -> dict[int, Any]:
+        """LitServe's, remembering how it was called, so that an API server that dies can be replaced."""
+        self._api_server_start = (port, log_level, sockets, uvicorn_worker_type, kwargs)
+        self._api_servers = super()._start_server(
+            port, num_uvicorn_servers, log_level, sockets, uvicorn_worker_type, **kwargs
+        )
+        return self._api_servers
+
+    def _supervise_api_servers(self) -> None:
+        """Replace an API server that died (a crash, the OOM killer, kill -9) once its slots are back."""
+        while True:
+            time.sleep(API_SERVER_CHECK_INTERVAL_S)
+            with self._stopping:
+                if self._stopped or self._api_server_start is None:
+                    return
+                for index, process in list(self._api_servers.items()):
+                    if process.is_alive():  # also reaps a dead one
+                        continue
+                    log.error("API server %s died (exit %s); replacing it", process.pid, process.exitcode)
+                    self.api_server_hooks.lost(process.pid)
+                    port, log_level, sockets, worker_type, kwargs = self._api_server_start
+                    (replacement,) = (
+                        super()._start_server(port, 1, log_level, sockets, worker_type, **kwargs).values()
+                    )
+                    self._api_servers[index] = replacement
 
     def _prepare_app_run(self, app: Any) -> None:
         """Put ``front`` before the whole FastAPI stack of each API server's app (its error, telemetry
@@ -189,6 +265,7 @@ class MnistServer(ls.LitServer):
         """Runs in each API-server process once its app is built (FastAPI's lifespan)."""
         async with super().lifespan(app):
             tune_for_serving()
+            self.api_server_hooks.started()
             yield
 
     def _relay_stop(self) -> None:
@@ -202,6 +279,7 @@ class MnistServer(ls.LitServer):
     def _start_worker_monitoring(self, manager: Any, uvicorn_workers: Any) -> None:
         super()._start_worker_monitoring(manager, uvicorn_workers)
         threading.Thread(target=self._relay_stop, name="stop-relay", daemon=True).start()
+        threading.Thread(target=self._supervise_api_servers, name="api-servers", daemon=True).start()
 
     def _perform_graceful_shutdown(
         self, manager: Any, uvicorn_workers: Any, shutdown_reason: str = "normal"
@@ -212,6 +290,10 @@ class MnistServer(ls.LitServer):
             self._stopped = True
         self.restart_workers = False  # the monitor must not resurrect workers we are stopping
         deadline = time.monotonic() + self.drain_timeout
+        if self._api_server_start is not None:  # new connections are refused once the API servers stop
+            for listening in self._api_server_start[2]:
+                listening.close()
+        uvicorn_workers = self._api_servers or uvicorn_workers  # replacements included
         # API servers stop accepting and finish in-flight requests while workers still answer.
         for process in uvicorn_workers.values():
             if process.is_alive():

@@ -11,6 +11,7 @@ import functools
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp
 
 from service.cpus import usable_cpus
 from service.errors import StartupError
+from service.http.admission import Admission
 from service.http.asgi import front_of_app
 from service.http.bodies import Limits
 from service.http.demo import install_demo_page
@@ -31,7 +33,7 @@ from service.http.served_model import ServedModel
 from service.metrics import prepare_directory, remove_directory
 from service.model.backends import load_backend
 from service.model.repository import ModelVersion, resolve
-from service.processes import LISTEN_HOSTS, LitWorker, MnistServer, RoutesSpec
+from service.processes import LISTEN_HOSTS, ApiServerHooks, LitWorker, MnistServer, RoutesSpec
 from service.settings import Settings
 from service.worker.loop import SocketLoop
 from service.worker.runner import ModelRunner, WorkerConfig
@@ -81,6 +83,7 @@ def build_server(
     handler = InferenceHandler(
         InferenceConfig(
             limits=Limits(max_images=settings.max_images_per_request, max_pixels=settings.max_image_pixels),
+            api_servers=api_server_count(settings),
             queue_limit=settings.queue_limit,
             request_timeout=settings.request_timeout,
             api_key=settings.api_key,
@@ -96,7 +99,7 @@ def build_server(
         ),
         served,
         handler,
-        workers_started=spec.workers_started,
+        workers_ready=spec.workers_ready,
     )
     spec.add_endpoints(routes.endpoints())
     cores = usable_cpus()
@@ -128,6 +131,7 @@ def build_server(
         device=settings.device,
         workers=settings.workers,
         front=front,
+        api_server_hooks=ApiServerHooks(started=handler.admission.claim, lost=_reclaim(handler.admission)),
         drain_timeout=settings.drain_timeout,
         model_metadata={"name": model.name, "version": model.version, "backend": settings.backend},
     )
@@ -139,6 +143,13 @@ def build_server(
         DirectHttpProtocol, handler=handler, max_body_bytes=settings.max_request_bytes
     )
     return server, http_protocol
+
+
+def _reclaim(admission: Admission) -> Callable[[int], None]:
+    def lost(pid: int) -> None:
+        log.warning("gave back the %d queue slot(s) API server %d held", admission.reclaim(pid), pid)
+
+    return lost
 
 
 def serve(settings: Settings) -> int:

@@ -12,13 +12,13 @@
 4. every reply, answer or error, is counted in the request metrics and handed to the adapter's
    ``respond`` callback, which writes it.
 
-A request's queue slot is taken in ``_admit`` and given back in ``_finish``: nowhere else.
+A request's queue slot (``service.http.admission``) is taken in ``_admit`` and given back in
+``Exchange._finish`` (or in ``_admit`` when decoding fails): nowhere else.
 """
 
 from __future__ import annotations
 
 import hmac
-import multiprocessing as mp
 import time
 import typing
 from collections.abc import Callable, Mapping
@@ -38,6 +38,7 @@ from service.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from service.http.admission import Admission
 from service.http.bodies import (
     IMAGE_TYPES,
     JSON_HEADERS,
@@ -116,6 +117,7 @@ _Decoded = typing.TypeVar("_Decoded")  # writes a reply to the client (the adapt
 @dataclass(frozen=True)
 class InferenceConfig:
     limits: Limits
+    api_servers: int
     queue_limit: int
     request_timeout: float  # 0: none
     api_key: str | None
@@ -130,9 +132,7 @@ class InferenceHandler:
         self.model = model
         self.metrics = metrics
         self.limits = config.limits
-        # One slot per request admitted and not yet answered, shared by every API server process. A
-        # semaphore: taking a slot without blocking and giving it back are one C call each.
-        self.free_slots = mp.get_context("fork").Semaphore(config.queue_limit)
+        self.admission = Admission(config.queue_limit, config.api_servers)
         self._workers: WorkerPool | None = None
 
     @property
@@ -140,10 +140,6 @@ class InferenceHandler:
         if self._workers is None:  # per API-server process: its connections belong to its event loop
             self._workers = WorkerPool(self.config.socket_dir)
         return self._workers
-
-    def in_flight(self) -> int:
-        """Requests admitted and not yet answered, across every API server."""
-        return self.config.queue_limit - self.free_slots.get_value()
 
     def handle(
         self, route: Route, method: str, head: RequestHead, body: bytes, respond: Respond
@@ -203,7 +199,7 @@ class InferenceHandler:
     def _admit(self, decode: Callable[..., _Decoded], *args: typing.Any) -> _Decoded:
         """Take a queue slot, then decode: past the limit, refusing costs next to nothing, so shedding
         does not eat the capacity it protects. A request that fails to decode gives its slot back."""
-        if not self.free_slots.acquire(False):
+        if not self.admission.take():
             raise Unavailable(
                 f"server is at its queue limit ({self.config.queue_limit} requests); retry",
                 reason="overloaded",
@@ -211,7 +207,7 @@ class InferenceHandler:
         try:
             return decode(*args)
         except BaseException:
-            self.free_slots.release()
+            self.admission.give_back()
             raise
 
     def _predict_pixels(self, headers: Mapping[str, str], body: bytes) -> np.ndarray:
@@ -297,7 +293,7 @@ class Exchange:
 
     def _finish(self, status: int) -> None:
         self.encode = None
-        self.handler.free_slots.release()
+        self.handler.admission.give_back()
         self.handler.metrics.observe(self.label, "POST", status, self.started)
 
 

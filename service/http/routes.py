@@ -23,7 +23,7 @@ from service.http.replies import as_response, error_reply, json_reply
 from service.http.request_metrics import RequestMetrics
 from service.http.served_model import ServedModel
 from service.ipc.sockets import worker_sockets
-from service.metrics import CONTENT_TYPE, REQUEST_METRICS_SCRAPE_WAIT_S, render
+from service.metrics import CONTENT_TYPE, REQUEST_METRICS_SCRAPE_WAIT_S, ServerState, render
 
 SERVER_NAME = "mnist-serving"
 METRICS_FLUSH_TIMEOUT_S = 2.0
@@ -44,12 +44,12 @@ class ServerRoutes:
         info: ServerInfo,
         model: ServedModel,
         handler: InferenceHandler,
-        workers_started: Callable[[], bool],
+        workers_ready: Callable[[], int],
     ) -> None:
         self.info = info
         self.model = model
         self.handler = handler
-        self.workers_started = workers_started  # every inference worker has loaded its model
+        self.workers_ready = workers_ready  # inference workers with their model loaded
 
     def endpoints(self) -> list[Endpoint]:
         endpoints: list[Endpoint] = []
@@ -82,8 +82,9 @@ class ServerRoutes:
         return as_response(json_reply(503, {"ready": False}, {"Retry-After": "1"}))
 
     def _is_ready(self) -> bool:
-        # Workers report "started" just before they start listening.
-        return self.workers_started() and bool(worker_sockets(self.info.socket_dir))
+        # Ready while one worker serves (this API server does): workers report ready just before
+        # they listen. With --workers 2, one being replaced leaves the other serving.
+        return self.workers_ready() > 0 and bool(worker_sockets(self.info.socket_dir))
 
     async def model_ready(self, name: str, version: str | None = None) -> Response:
         self.model.check(name, version)
@@ -120,9 +121,12 @@ class ServerRoutes:
             self.handler.workers.flush_metrics(METRICS_FLUSH_TIMEOUT_S),
             asyncio.sleep(REQUEST_METRICS_SCRAPE_WAIT_S),
         )
-        body = await asyncio.to_thread(
-            render, self.info.metrics_dir, self.info.main_pid, self.handler.in_flight()
+        state = ServerState(
+            in_flight=self.handler.admission.in_flight(),
+            api_servers=self.handler.admission.api_servers(),
+            workers_ready=self.workers_ready(),
         )
+        body = await asyncio.to_thread(render, self.info.metrics_dir, self.info.main_pid, state)
         return Response(body, media_type=CONTENT_TYPE)
 
 

@@ -240,9 +240,7 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
     try:
         pixels = {"pixels": mnist.test_images[0].tolist()}
         expected = running.post_json("/predict", pixels).json()["predictions"]
-        (worker,) = [
-            pid for pid in running.children if "spawn_main" in " ".join(psutil.Process(pid).cmdline())
-        ]
+        (worker,) = [json.loads(record.read_text())["pid"] for record in metrics_dir.glob("runtime-*.json")]
         # Clients keep asking while the worker dies: each must get an answer, none may hang.
         answers: list[tuple[int, float, float]] = []  # (status, seconds, answered at)
         recovered = threading.Event()
@@ -256,7 +254,14 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
         clients = [threading.Thread(target=keep_asking) for _ in range(4)]
         for client in clients:
             client.start()
-        time.sleep(3.0)  # long enough that the first answers' metrics are written before the kill
+        # Kill once a few answers are older than the window whose batch metrics the worker may still
+        # hold in memory (so the bound below checks something).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            written_before = time.monotonic() - FLUSH_INTERVAL_S - 1.5
+            if sum(at < written_before for _, _, at in answers) >= 3:
+                break
+            time.sleep(0.05)
         os.kill(worker, signal.SIGKILL)
         killed_at = time.monotonic()
         not_ready_after = None

@@ -28,6 +28,8 @@ EXPECTED = [
     "mnist_model_info",
     "mnist_process_resident_memory_bytes",
     "mnist_process_cpu_seconds_total",
+    "mnist_api_servers",
+    "mnist_inference_workers_ready",
 ]
 
 

@@ -23,6 +23,16 @@ from starlette.middleware.gzip import GZipMiddleware
 from service import processes
 
 SIGNATURES = {
+    "_init_manager": ["self", "num_api_servers"],
+    "_start_server": [
+        "self",
+        "port",
+        "num_uvicorn_servers",
+        "log_level",
+        "sockets",
+        "uvicorn_worker_type",
+        "kwargs",
+    ],
     "_prepare_app_run": ["self", "app"],
     "_start_worker_monitoring": ["self", "manager", "uvicorn_workers"],
     "_perform_graceful_shutdown": ["self", "manager", "uvicorn_workers", "shutdown_reason"],
@@ -49,7 +59,7 @@ def test_the_private_state_mnist_server_reads_is_still_set_where_expected() -> N
     manager_setup = _source(ls.LitServer._init_manager)
     for attribute in ("workers_setup_status", "_shutdown_event", "_transport"):
         assert f"self.{attribute} =" in manager_setup, (
-            f"LitServer._init_manager no longer sets {attribute}: re-check RoutesSpec.workers_started and "
+            f"LitServer._init_manager no longer sets {attribute}: re-check RoutesSpec.workers_ready and "
             "MnistServer's drain (_relay_stop, _perform_graceful_shutdown) in service/processes.py"
         )
     assert set(processes.PRIVATE_LITSERVE_NAMES) <= {*SIGNATURES, "_shutdown_event", "_transport"}
@@ -98,7 +108,7 @@ def test_the_worker_loop_is_still_started_through_litloop_run() -> None:
         "WorkerSetupStatus.READY",
     )
     assert litserve_loops.WorkerSetupStatus.READY == "ready", (
-        "LitServe's 'ready' worker status changed: re-check RoutesSpec.workers_started"
+        "LitServe's 'ready' worker status changed: re-check RoutesSpec.workers_ready"
     )
 
 

@@ -1,0 +1,175 @@
+"""API-server crashes: a dead API server is replaced, the queue slots it held come back, and requests
+after the crash are served; with every API server dead, requests wait for the replacements, not forever."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from training.data import MnistArrays
+
+from .harness import RunningServer, start_server
+
+QUEUE_LIMIT = 32
+
+
+def _api_servers(running: RunningServer) -> list[int]:
+    """The API servers: the main process's children forked from it (the same command line)."""
+    main = psutil.Process(running.process.pid)
+    command = main.cmdline()
+    servers = []
+    for child in main.children():
+        try:
+            if child.cmdline() == command:
+                servers.append(child.pid)
+        except psutil.Error:  # gone, or a zombie not yet reaped
+            continue
+    return sorted(servers)
+
+
+def _wait_for(condition: object, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_killed_api_server_is_replaced_and_its_slots_come_back(tmp_path: Path, mnist: MnistArrays) -> None:
+    running = start_server(
+        tmp_path, "--api-servers", "2", "--queue-limit", str(QUEUE_LIMIT), "--batch-timeout", "0.005"
+    )
+    try:
+        body = {"pixels": mnist.test_images[:64].numpy().tolist()}  # slow enough to be in flight
+        before = _api_servers(running)
+        assert len(before) == 2
+        outcomes: list[tuple[float, int | str]] = []  # (sent at, status or error)
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    outcome: int | str = running.post_json("/predict", body).status
+                except (OSError, http.client.HTTPException) as error:
+                    outcome = type(error).__name__
+                outcomes.append((sent, outcome))
+
+        clients = [threading.Thread(target=client) for _ in range(16)]
+        for thread in clients:
+            thread.start()
+        assert _wait_for(lambda: len(outcomes) >= 50, 30), "the load never got going"
+        os.kill(before[0], signal.SIGKILL)
+        killed_at = time.monotonic()
+        replaced = _wait_for(lambda: len(set(_api_servers(running)) - set(before)) == 1, 5)
+        assert replaced, f"no replacement within 5 s: {_api_servers(running)} (before {before})"
+        time.sleep(max(0.0, killed_at + 8 - time.monotonic()))  # load goes on past the kill + 5 s
+        stop.set()
+        for thread in clients:
+            thread.join(60)
+            assert not thread.is_alive(), "a request hung"
+        later = [outcome for sent, outcome in outcomes if sent >= killed_at + 5]
+        assert later and sum(outcome == 200 for outcome in later) >= 0.99 * len(later), later
+        assert {outcome for _, outcome in outcomes} - {200} <= {
+            "RemoteDisconnected",
+            "ConnectionResetError",
+            "BadStatusLine",
+        }, outcomes  # only the dead server's own connections broke
+        # Its slots came back: none is held at idle.
+        assert _wait_for(lambda: running.scrape().value("mnist_in_flight_requests") == 0, 10)
+        assert _wait_for(lambda: running.scrape().value("mnist_api_servers") == 2, 10)
+        assert running.request("GET", "/v2/health/ready").status == 200
+        reclaimed = re.search(r"gave back the (\d+) queue slot", running.log())
+        assert reclaimed and int(reclaimed.group(1)) >= 1, running.log()  # it died holding slots
+    finally:
+        running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
+        assert running.stop() == 0, running.log()
+        assert running.alive_children() == []
+
+
+def test_with_every_api_server_killed_requests_wait_for_the_replacements(
+    tmp_path: Path, mnist: MnistArrays
+) -> None:
+    running = start_server(tmp_path, "--api-servers", "2")
+    try:
+        for pid in _api_servers(running):
+            os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        reply = running.request("GET", "/v2/health/live", timeout=10)
+        assert reply.status == 200 and time.monotonic() - started < 5
+        assert running.post_json("/predict", {"pixels": mnist.test_images[0].tolist()}).status == 200
+        assert len(_api_servers(running)) == 2
+    finally:
+        running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
+        assert running.stop() == 0, running.log()
+        assert running.alive_children() == []
+
+
+def test_a_drain_refuses_new_connections_at_once_and_answers_the_request_in_progress(
+    tmp_path: Path, mnist: MnistArrays
+) -> None:
+    running = start_server(tmp_path, "--api-servers", "2")
+    body = json.dumps({"pixels": mnist.test_images[0].tolist()}).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    in_progress = socket.create_connection(("127.0.0.1", running.port), timeout=30)
+    try:
+        in_progress.sendall(head + body[:100])  # the rest comes during the drain
+        time.sleep(0.5)  # read by an API server
+        running.process.send_signal(signal.SIGTERM)
+        refused_after = None
+        started = time.monotonic()
+        while time.monotonic() - started < 10:
+            try:
+                socket.create_connection(("127.0.0.1", running.port), timeout=1).close()
+            except ConnectionRefusedError:
+                refused_after = time.monotonic() - started
+                break
+            except OSError:  # accepted, then nobody answered within 1 s
+                pass
+            time.sleep(0.05)
+        assert refused_after is not None and refused_after < 2, refused_after
+        assert running.process.poll() is None, "the drain did not wait for the request in progress"
+        in_progress.sendall(body[100:])
+        answer = in_progress.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower(), answer[:200]
+    finally:
+        in_progress.close()
+        running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
+        assert running.stop() == 0, running.log()
+        assert running.alive_children() == []
+
+
+def test_with_two_workers_one_dying_leaves_the_server_ready_and_shows_in_metrics(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    running = start_server(tmp_path, "--workers", "2", "--metrics-dir", str(metrics_dir))
+    try:
+        assert running.scrape().value("mnist_inference_workers_ready") == 2
+        workers = [json.loads(record.read_text())["pid"] for record in metrics_dir.glob("runtime-*.json")]
+        os.kill(workers[0], signal.SIGKILL)
+        degraded = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert running.request("GET", "/v2/health/ready").status == 200  # the other one serves
+            ready = running.scrape().value("mnist_inference_workers_ready")
+            degraded = degraded or ready == 1
+            if degraded and ready == 2:
+                break
+        assert degraded, "the dead worker never showed in mnist_inference_workers_ready"
+        assert ready == 2, "the dead worker was not replaced"
+    finally:
+        running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
+        assert running.stop() == 0, running.log()
+        assert running.alive_children() == []

@@ -13,7 +13,7 @@
    ``respond`` callback, which writes it.
 
 A request's queue slot (``service.http.admission``) is taken in ``_admit`` and given back in
-``Exchange._finish`` (or in ``_admit`` when decoding fails): nowhere else.
+``Exchange._give_back_slot`` (or in ``_admit`` when decoding fails): nowhere else.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from service.http.multipart import uploaded_files
 from service.http.replies import Reply, error_reply
 from service.http.request_metrics import RequestMetrics
 from service.http.served_model import ServedModel
-from service.ipc.client import Ticket, WorkerPool
+from service.ipc.client import StillQueued, Ticket, WorkerPool
 
 PREDICT = "/predict"
 V2_INFER = "/v2/models/{name}/infer"
@@ -247,10 +247,12 @@ class InferenceHandler:
 
 
 class Exchange:
-    """An admitted request waiting for its worker's answer (at most one call of ``answered`` or
-    ``abandon`` does anything)."""
+    """An admitted request waiting for its worker's answer. It holds its queue slot until its job has
+    left the worker (or its client left): a request answered 504 at its deadline keeps the slot until
+    the worker has skipped its job, so under overload with a short ``--request-timeout`` the queue limit
+    still bounds the work waiting for the worker."""
 
-    __slots__ = ("encode", "handler", "label", "respond", "started", "ticket")
+    __slots__ = ("encode", "handler", "holds_slot", "label", "respond", "started", "ticket")
 
     def __init__(
         self,
@@ -263,14 +265,16 @@ class Exchange:
         self.handler = handler
         self.label = label
         self.started = started
-        self.encode: Callable[[np.ndarray, str], Reply] | None = encode  # None once finished
+        self.encode: Callable[[np.ndarray, str], Reply] | None = encode  # None once replied to
         self.respond = respond
         self.ticket: Ticket = (None, 0)
+        self.holds_slot = True
 
     def answered(self, rows: np.ndarray | None, version: str, error: Exception | None) -> None:
         """The worker's answer, or the 503 / 504 the job failed with (service.ipc.client calls it)."""
         encode = self.encode
-        if encode is None:  # the client left (abandon)
+        if encode is None:  # replied to already (its deadline passed): the job has now left the worker
+            self._give_back_slot()
             return
         try:
             if error is not None:
@@ -281,7 +285,10 @@ class Exchange:
             if isinstance(failure, ServiceError):
                 self.handler.metrics.reject(failure.reason)
             reply = error_reply(failure)
-        self._finish(reply.status)
+        self.encode = None
+        if not isinstance(error, StillQueued):
+            self._give_back_slot()
+        self.handler.metrics.observe(self.label, "POST", reply.status, self.started)
         self.respond(reply)
 
     def abandon(self) -> None:
@@ -289,12 +296,14 @@ class Exchange:
         if self.encode is None:
             return
         WorkerPool.cancel(self.ticket)
-        self._finish(CLIENT_CLOSED_REQUEST)
-
-    def _finish(self, status: int) -> None:
         self.encode = None
-        self.handler.admission.give_back()
-        self.handler.metrics.observe(self.label, "POST", status, self.started)
+        self._give_back_slot()
+        self.handler.metrics.observe(self.label, "POST", CLIENT_CLOSED_REQUEST, self.started)
+
+    def _give_back_slot(self) -> None:
+        if self.holds_slot:
+            self.holds_slot = False
+            self.handler.admission.give_back()
 
 
 def _include_pixels(query_string: bytes) -> bool:

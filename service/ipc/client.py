@@ -36,10 +36,16 @@ class Answer(NamedTuple):
     version: str  # the model version that computed them
 
 
-# Called once per job, from the event loop: (probabilities, model version, None) with the answer, or
-# (None, "", error) with the 503 / 504 it failed with. Not called for a cancelled job.
+# Called from the event loop: (probabilities, model version, None) with the answer, or (None, "", error)
+# with the 503 / 504 it failed with; once per job, but for a job whose deadline passes while the worker
+# still has it: called with StillQueued then, and again when it leaves the worker. Never after cancel.
 OnAnswer = Callable[[np.ndarray | None, str, Exception | None], None]
 Ticket = tuple["WorkerConnection | None", int]  # what cancels a job: its connection and id
+
+
+class StillQueued(QueueTimeout):
+    """The request's deadline passed while its job is still with the worker (which will skip it):
+    answer the client now; the job's callback is called once more when it has left the worker."""
 
 
 class WorkerConnection(asyncio.Protocol):
@@ -113,9 +119,9 @@ class WorkerConnection(asyncio.Protocol):
                 )
                 _call(on_answer, None, "", error)
 
-    def fail(self, job_id: int, error: Exception) -> None:
-        """Answer a job with ``error`` now (its deadline passed); the worker's answer is then dropped."""
-        on_answer = self.waiting.pop(job_id, None)
+    def expire(self, job_id: int, error: StillQueued) -> None:
+        """Its deadline passed: call back with ``error`` now, and again when the worker is done with it."""
+        on_answer = self.waiting.get(job_id)
         if on_answer is not None:
             _call(on_answer, None, "", error)
 
@@ -142,7 +148,7 @@ def _call(on_answer: OnAnswer, rows: np.ndarray | None, version: str, error: Exc
 
 
 class Deadlines:
-    """Fails jobs still unanswered ``timeout`` seconds after they were sent, with a 504.
+    """Fails jobs still unanswered ``timeout`` seconds after they were sent, with a 504 (StillQueued).
 
     Jobs with the same timeout expire in the order they were sent, so one timer for the oldest
     replaces a timer (asyncio.timeout: a heap entry, a reschedule and a cancel) per job.
@@ -168,7 +174,7 @@ class Deadlines:
         waiting, now = self._waiting, loop.time()
         while waiting and (waiting[0][0] <= now or waiting[0][2] not in waiting[0][1].waiting):
             _, connection, job_id = waiting.popleft()
-            connection.fail(job_id, QueueTimeout(f"no answer within {self.timeout:g} s"))
+            connection.expire(job_id, StillQueued(f"no answer within {self.timeout:g} s"))
         self._timer = loop.call_at(waiting[0][0], self._expire) if waiting else None
 
 

@@ -187,6 +187,14 @@ def test_requests_waiting_past_the_timeout_get_504(tmp_path: Path) -> None:
         computed = metrics.value("mnist_images_total")
         # Every answered request was computed; requests that had already timed out in the queue were not.
         assert 256 * statuses.count(200) <= computed < 256 * len(statuses)
+        # A 504 keeps its queue slot until the worker has skipped its job; then every slot is back.
+        deadline = time.monotonic() + 10
+        while running.scrape().value("mnist_in_flight_requests") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert running.scrape().value("mnist_in_flight_requests") == 0
+        # Logged as a rate-limited warning (a line per API server here), not a line per 504.
+        log = running.log()
+        assert "ERROR" not in log and 1 <= log.count("requests timed out (504)") <= 4, log
     finally:
         assert running.stop() == 0, running.log()
 

@@ -160,6 +160,35 @@ def test_an_answer_later_than_the_timeout_is_a_504_and_the_pool_goes_on(
     assert digits == [[1], [2], [3]]
 
 
+def test_a_job_past_its_deadline_is_called_back_again_once_it_has_left_the_worker(
+    worker: tuple[Path, MarkedDigits],
+) -> None:
+    # The 504 goes out at the deadline; the second call tells the API server the job no longer waits
+    # for the worker, which is when its queue slot may be given back (service.http.inference).
+    folder, _ = worker
+
+    async def run() -> list[tuple[str, float]]:
+        pool = WorkerPool(folder)
+        await pool.submit(_images([1]), time.monotonic(), 5.0)  # connected
+        calls: list[tuple[str, float]] = []
+        done = asyncio.get_running_loop().create_future()
+        started = time.monotonic()
+
+        def on_answer(rows: np.ndarray | None, version: str, error: Exception | None) -> None:
+            calls.append((type(error).__name__ if error else "answer", time.monotonic() - started))
+            if len(calls) == 2:
+                done.set_result(None)
+
+        pool.send(_images([3], first_pixel=SLOW), time.monotonic(), 0.1, on_answer)
+        await asyncio.wait_for(done, 5)
+        await asyncio.sleep(0.2)  # and no third call
+        return calls
+
+    calls = asyncio.run(run())
+    assert [name for name, _ in calls] == ["StillQueued", "answer"], calls
+    assert 0.1 <= calls[0][1] < 0.25 and calls[1][1] >= 0.3  # the slow batch took 0.3 s
+
+
 def test_no_worker_is_a_503_not_a_hang(tmp_path: Path) -> None:
     async def run() -> None:
         await WorkerPool(tmp_path).submit(_images([1]), time.monotonic(), 5.0)

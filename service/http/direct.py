@@ -33,6 +33,10 @@ from service.http.replies import Reply
 # clients (http.client, requests) send the whole body before reading the answer, and closing a socket
 # with unread bytes resets it, so they would see a reset instead of the 413. Bounded in time.
 LINGER_SECONDS = 10.0
+# A client told to come back later (503 + Retry-After) that asks again at once on the same connection is
+# answered no sooner than it was asked to wait: shedding then cannot take the CPU the admitted requests
+# need, however fast clients retry (benchmarks/overload.py).
+RETRY_AFTER_S = 1.0
 _JSON_HEAD = b"content-type: application/json\r\n"  # JSON_HEADERS as written
 
 
@@ -54,6 +58,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
         self._exchange: Exchange | None = None  # while a worker computes its answer
         self._body_complete = False
         self._close_after_body = False  # an oversized body was refused: close once it has been read
+        self._told_to_wait_at = -RETRY_AFTER_S  # when this connection last got a 503
 
     # --- httptools parser callbacks -----------------------------------------------------------------
 
@@ -138,7 +143,8 @@ class DirectHttpProtocol(HttpToolsProtocol):
             # Reading goes on, as on uvicorn's own path, so that a client leaving is noticed now:
             # a request pipelined behind this one is queued by uvicorn until the answer is written.
             request = _DirectRequest(self._query, self.headers)
-            self._exchange = self.handler.handle(route, "POST", request, bytes(self._body), self._respond)
+            body, self._body = bytes(self._body), bytearray()  # not kept while the answer is awaited
+            self._exchange = self.handler.handle(route, "POST", request, body, self._respond)
         elif self._close_after_body:
             self.transport.close()
 
@@ -160,6 +166,17 @@ class DirectHttpProtocol(HttpToolsProtocol):
     def _write_reply(self, reply: Reply) -> None:
         """Write the status line, the server's default headers (date, server), the reply's and its body."""
         self._exchange = None
+        if reply.status == 503:
+            now = self.loop.time()
+            wait = self._told_to_wait_at + RETRY_AFTER_S - now
+            if wait > 0:  # it did not wait as told last time
+                self._told_to_wait_at = now + wait
+                self.loop.call_later(wait, self._write, reply)
+                return
+            self._told_to_wait_at = now
+        self._write(reply)
+
+    def _write(self, reply: Reply) -> None:
         cycle = self._cycle
         assert cycle is not None
         cycle.response_complete = True

@@ -171,10 +171,22 @@ class InferenceHandler:
         except Exception as error:
             self.refuse(route, method, error, respond, started)
             return None
-        exchange = Exchange(self, route.label, started, encode, respond)
         timeout = self.config.request_timeout or None
+        if timeout is not None and self.workers.wait_s(len(pixels)) > timeout:
+            # It would time out waiting: refused now, cheaply, rather than queued and abandoned.
+            self.admission.give_back()
+            self.refuse(route, method, self._too_late(timeout), respond, started)
+            return None
+        exchange = Exchange(self, route.label, started, encode, respond)
         exchange.ticket = self.workers.send(pixels, time.monotonic(), timeout, exchange.answered)
         return exchange
+
+    @staticmethod
+    def _too_late(timeout: float) -> Unavailable:
+        return Unavailable(
+            f"the workers' backlog would take longer than the request timeout ({timeout:g} s); retry",
+            reason="overloaded",
+        )
 
     def refuse(
         self, route: Route, method: str, error: Exception, respond: Respond, started: float | None = None

@@ -16,6 +16,7 @@ import functools
 import itertools
 import logging
 import operator
+import time
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,29 @@ class StillQueued(QueueTimeout):
     answer the client now; the job's callback is called once more when it has left the worker."""
 
 
+class ServiceRate:
+    """Images per second a worker computes for this API server while it has work from it: the
+    answers' images over the time since the previous answer or since the work arrived, smoothed.
+    With the images still in flight it tells how long a new job would wait (``WorkerPool.wait_s``)."""
+
+    SMOOTHING = 0.2
+
+    def __init__(self) -> None:
+        self.images_per_s = 0.0  # 0: not measured yet
+        self._since = 0.0
+
+    def busy_from(self, now: float) -> None:
+        self._since = now
+
+    def answered(self, images: int, now: float, still_in_flight: int) -> None:
+        elapsed = now - self._since
+        if images and elapsed > 0:
+            sample = images / elapsed
+            rate = self.images_per_s
+            self.images_per_s = sample if not rate else rate + self.SMOOTHING * (sample - rate)
+        self._since = now if still_in_flight else 0.0
+
+
 class WorkerConnection(asyncio.Protocol):
     """One API server's connection to one worker: outgoing jobs are coalesced per loop turn."""
 
@@ -59,6 +83,7 @@ class WorkerConnection(asyncio.Protocol):
         self.buffer = bytearray()
         self.waiting: dict[int, OnAnswer] = {}
         self.images_in_flight = 0
+        self.service_rate = ServiceRate()
         self._outgoing: list[tuple[int, np.ndarray, float]] = []
         # Flush requests to the worker, answered in the order they were sent.
         self._metric_flushes: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -70,6 +95,8 @@ class WorkerConnection(asyncio.Protocol):
 
     def send(self, job_id: int, pixels: np.ndarray, admitted_at: float, on_answer: OnAnswer) -> None:
         self.waiting[job_id] = on_answer
+        if not self.images_in_flight:
+            self.service_rate.busy_from(admitted_at)
         self.images_in_flight += len(pixels)
         if not self._outgoing:
             self.loop.call_soon(self._flush)
@@ -102,6 +129,7 @@ class WorkerConnection(asyncio.Protocol):
             if self._metric_flushes and not (flushed := self._metric_flushes.popleft()).done():
                 flushed.set_result(None)
             return
+        self.service_rate.answered(len(frame.probabilities), time.monotonic(), self.images_in_flight)
         start = 0
         waiting, probabilities, version = self.waiting, frame.probabilities, frame.version
         for job_id, images, status in frame.entries.tolist():
@@ -212,6 +240,15 @@ class WorkerPool:
                 deadlines = self._deadlines[timeout] = Deadlines(timeout, connection.loop)
             deadlines.add(connection, job_id)
         return connection, job_id
+
+    def wait_s(self, images: int) -> float:
+        """How long a job of ``images`` would take to be answered by the least busy worker, from its
+        backlog and its measured rate (0 while nothing is measured)."""
+        if not self.connections:
+            return 0.0
+        connection = min(self.connections.values(), key=_IMAGES_IN_FLIGHT)
+        rate = connection.service_rate.images_per_s
+        return (connection.images_in_flight + images) / rate if rate else 0.0
 
     @staticmethod
     def cancel(ticket: Ticket) -> None:

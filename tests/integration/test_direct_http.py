@@ -290,3 +290,27 @@ def test_every_form_of_request_target_reaches_its_route(server: RunningServer, m
     status, _, body = reader.response()
     assert status == 200 and json.loads(body)["outputs"][0]["shape"] == [1, 10]
     reader.sock.close()
+
+
+def test_a_client_that_retries_at_once_after_a_503_waits_its_retry_after(
+    tmp_path: Path, mnist: MnistArrays
+) -> None:
+    # Clients that ignore Retry-After would otherwise take the CPU the admitted requests need.
+    running = start_server(tmp_path, "--queue-limit", "1", "--batch-timeout", "3")
+    try:
+        holder = _connect(running)  # takes the only slot for the 3 s batch window
+        holder.sock.sendall(_post(_body(mnist)))
+        time.sleep(0.5)
+        retrying = _connect(running)
+        times = []
+        started = time.monotonic()
+        for _ in range(3):
+            retrying.sock.sendall(_post(_body(mnist)))
+            status, headers, _ = retrying.response()
+            assert status == 503 and headers.get("retry-after") == "1", (status, headers)
+            times.append(time.monotonic() - started)
+        assert times[0] < 0.5  # the first refusal at once
+        assert times[1] >= 0.9 and times[2] - times[1] >= 0.9, times  # then once per Retry-After
+        assert holder.response()[0] == 200
+    finally:
+        assert running.stop() == 0, running.log()

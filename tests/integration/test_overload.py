@@ -41,11 +41,13 @@ def test_twice_the_capacity_is_shed_not_queued(tmp_path: Path, mnist: MnistArray
             f"answered {overload.ok_per_second:.0f} req/s; statuses {overload.statuses}; "
             f"p99 of 200s {overload.p99_ok() * 1000:.0f} ms; RSS {rss_before >> 20} -> {rss_after >> 20} MiB"
         )
-        assert offered >= 0.9 * target, "the generator did not offer twice the capacity"
+        # Clients asking again at once after a 503 are answered no sooner than its Retry-After, so the
+        # paced clients cannot keep offering twice the capacity; they must still offer more than it.
+        assert offered > 1.05 * capacity.ok_per_second, "the generator did not overload the server"
         assert set(overload.statuses) <= {200, 503}, overload.statuses  # no 5xx, no dropped connection
         assert overload.statuses.get(503, 0) > 0 and overload.retry_after == {"1"}
         # Work still flows. The load generator shares the 2 cores, so not all of the capacity is left.
-        assert overload.ok_per_second >= 0.2 * capacity.ok_per_second
+        assert overload.ok_per_second >= 0.5 * capacity.ok_per_second
         assert overload.p99_ok() < 1.0  # admitted requests wait behind at most 16 others
         assert rss_after < rss_before * 1.15
         assert running.request("GET", "/v2/health/ready").status == 200

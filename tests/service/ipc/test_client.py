@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from service.errors import QueueTimeout, Unavailable
-from service.ipc.client import WorkerPool
+from service.ipc.client import ServiceRate, WorkerPool
 from service.ipc.sockets import worker_sockets
 from service.worker.loop import SocketLoop
 
@@ -244,3 +244,15 @@ def test_callbacks_get_their_answers_even_when_one_fails_and_cancelled_jobs_get_
     assert answered == {0: [0], 1: [1], 3: [3]}
     assert [c.images_in_flight for c in pool.connections.values()] == [0]  # the dropped job counted too
     assert all(not c.waiting for c in pool.connections.values())
+
+
+def test_the_service_rate_counts_only_the_time_the_worker_had_work() -> None:
+    rate = ServiceRate()
+    rate.busy_from(10.0)
+    rate.answered(100, 11.0, still_in_flight=50)  # 100 images in the first second of work
+    assert rate.images_per_s == 100
+    rate.answered(100, 11.5, still_in_flight=0)  # 200/s over the next half second, smoothed
+    assert rate.images_per_s == 100 + ServiceRate.SMOOTHING * (200 - 100)
+    rate.busy_from(20.0)  # idle from 11.5 to 20: not counted
+    rate.answered(10, 20.1, still_in_flight=0)
+    assert rate.images_per_s > 100

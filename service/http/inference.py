@@ -13,7 +13,7 @@
    ``respond`` callback, which writes it.
 
 A request's queue slot (``service.http.admission``) is taken in ``_admit`` and given back in
-``Exchange._give_back_slot`` (or in ``_admit`` when decoding fails): nowhere else.
+``Exchange._give_back_slot`` (or in ``_admit`` when it is refused after all): nowhere else.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from service.http.bodies import (
     IMAGE_TYPES,
     JSON_HEADERS,
     Limits,
-    V2Request,
     images_to_pixels,
     json_to_pixels,
     media_type,
@@ -110,8 +109,9 @@ class RequestHead(typing.Protocol):
     def query_string(self) -> bytes: ...
 
 
-Respond = Callable[[Reply], None]
-_Decoded = typing.TypeVar("_Decoded")  # writes a reply to the client (the adapter's)
+Respond = Callable[[Reply], None]  # writes a reply to the client (the adapter's)
+Encode = Callable[[np.ndarray, str], Reply]  # a worker's answer (rows, model version) as the reply
+Decoded = tuple[np.ndarray, Encode]  # a request's validated pixels, and how its answer is encoded
 
 
 @dataclass(frozen=True)
@@ -151,42 +151,19 @@ class InferenceHandler:
                 raise MethodNotAllowed("use POST", allow="POST")
             self._authorize(head.headers)
             if route is PREDICT_ROUTE:
-                include_pixels = _include_pixels(head.query_string)
-                pixels = self._admit(self._predict_pixels, head.headers, body)
-                encode = self._predict_encoder(pixels if include_pixels else None)
+                shown = _include_pixels(head.query_string)
+                pixels, encode = self._admit(self._decode_predict, head.headers, body, shown)
             else:
                 assert route.name is not None
                 self.model.check(route.name, route.version)
-                model = self.model.model
-                request = self._admit(
-                    parse_v2_infer,
-                    body,
-                    head.headers,
-                    model.input_name,
-                    model.output_name,
-                    self.config.limits,
-                )
-                pixels = request.pixels
-                encode = self._v2_encoder(request)
+                pixels, encode = self._admit(self._decode_v2, head.headers, body)
         except Exception as error:
             self.refuse(route, method, error, respond, started)
             return None
-        timeout = self.config.request_timeout or None
-        if timeout is not None and self.workers.wait_s(len(pixels)) > timeout:
-            # It would time out waiting: refused now, cheaply, rather than queued and abandoned.
-            self.admission.give_back()
-            self.refuse(route, method, self._too_late(timeout), respond, started)
-            return None
         exchange = Exchange(self, route.label, started, encode, respond)
+        timeout = self.config.request_timeout or None
         exchange.ticket = self.workers.send(pixels, time.monotonic(), timeout, exchange.answered)
         return exchange
-
-    @staticmethod
-    def _too_late(timeout: float) -> Unavailable:
-        return Unavailable(
-            f"the workers' backlog would take longer than the request timeout ({timeout:g} s); retry",
-            reason="overloaded",
-        )
 
     def refuse(
         self, route: Route, method: str, error: Exception, respond: Respond, started: float | None = None
@@ -208,19 +185,47 @@ class InferenceHandler:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise Unauthorized("missing or wrong API key (send it as X-API-Key)")
 
-    def _admit(self, decode: Callable[..., _Decoded], *args: typing.Any) -> _Decoded:
+    def _admit(self, decode: Callable[..., Decoded], *args: typing.Any) -> Decoded:
         """Take a queue slot, then decode: past the limit, refusing costs next to nothing, so shedding
-        does not eat the capacity it protects. A request that fails to decode gives its slot back."""
+        does not eat the capacity it protects. A request that fails to decode gives its slot back, and
+        so does one that would wait longer than the request timeout behind the workers' backlog:
+        refused now rather than queued and abandoned."""
         if not self.admission.take():
             raise Unavailable(
                 f"server is at its queue limit ({self.config.queue_limit} requests); retry",
                 reason="overloaded",
             )
         try:
-            return decode(*args)
+            pixels, encode = decode(*args)
+            timeout = self.config.request_timeout
+            if timeout and self.workers.wait_s(len(pixels)) > timeout:
+                raise Unavailable(
+                    f"the workers' backlog would take longer than the request timeout ({timeout:g} s); retry",
+                    reason="overloaded",
+                )
+            return pixels, encode
         except BaseException:
             self.admission.give_back()
             raise
+
+    def _decode_predict(self, headers: Mapping[str, str], body: bytes, show_pixels: bool) -> Decoded:
+        pixels = self._predict_pixels(headers, body)
+        shown = pixels if show_pixels else None
+
+        def encode(rows: np.ndarray, version: str) -> Reply:
+            return Reply(200, JSON_HEADERS, predictions_body(rows, self.model.payload(version), shown))
+
+        return pixels, encode
+
+    def _decode_v2(self, headers: Mapping[str, str], body: bytes) -> Decoded:
+        model = self.model.model
+        request = parse_v2_infer(body, headers, model.input_name, model.output_name, self.limits)
+
+        def encode(rows: np.ndarray, version: str) -> Reply:
+            answer, answer_headers = v2_infer_body(rows, request, model.name, version, model.output_name)
+            return Reply(200, answer_headers, answer)
+
+        return request.pixels, encode
 
     def _predict_pixels(self, headers: Mapping[str, str], body: bytes) -> np.ndarray:
         content_type = media_type(headers.get("content-type"))
@@ -242,21 +247,6 @@ class InferenceHandler:
             "an image/* body, or application/json"
         )
 
-    def _predict_encoder(self, shown: np.ndarray | None) -> Callable[[np.ndarray, str], Reply]:
-        def encode(rows: np.ndarray, version: str) -> Reply:
-            return Reply(200, JSON_HEADERS, predictions_body(rows, self.model.payload(version), shown))
-
-        return encode
-
-    def _v2_encoder(self, request: V2Request) -> Callable[[np.ndarray, str], Reply]:
-        model = self.model.model
-
-        def encode(rows: np.ndarray, version: str) -> Reply:
-            body, headers = v2_infer_body(rows, request, model.name, version, model.output_name)
-            return Reply(200, headers, body)
-
-        return encode
-
 
 class Exchange:
     """An admitted request waiting for its worker's answer. It holds its queue slot until its job has
@@ -271,13 +261,13 @@ class Exchange:
         handler: InferenceHandler,
         label: str,
         started: float,
-        encode: Callable[[np.ndarray, str], Reply],
+        encode: Encode,
         respond: Respond,
     ) -> None:
         self.handler = handler
         self.label = label
         self.started = started
-        self.encode: Callable[[np.ndarray, str], Reply] | None = encode  # None once replied to
+        self.encode: Encode | None = encode  # None once replied to
         self.respond = respond
         self.ticket: Ticket = (None, 0)
         self.holds_slot = True

@@ -109,6 +109,14 @@ class RunningServer:
                     os.kill(pid, signal.SIGKILL)
             raise
 
+    def stop_leaving_nothing(self) -> None:
+        """SIGTERM: exit code 0 and no process of its tree left, replacements it started included."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.children = [c.pid for c in psutil.Process(self.process.pid).children(recursive=True)]
+        code = self.stop()
+        assert code == 0, self.log()
+        assert self.alive_children() == []
+
     def alive_children(self, grace_s: float = 10.0) -> list[int]:
         """Children of the server still running after ``grace_s`` (helpers such as multiprocessing's
         resource tracker exit a moment after the main process; an orphan stays forever)."""

@@ -92,9 +92,7 @@ def test_a_killed_api_server_is_replaced_and_its_slots_come_back(tmp_path: Path,
         reclaimed = re.search(r"gave back the (\d+) queue slot", running.log())
         assert reclaimed and int(reclaimed.group(1)) >= 1, running.log()  # it died holding slots
     finally:
-        running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
-        assert running.stop() == 0, running.log()
-        assert running.alive_children() == []
+        running.stop_leaving_nothing()
 
 
 def test_with_every_api_server_killed_requests_wait_for_the_replacements(
@@ -110,9 +108,7 @@ def test_with_every_api_server_killed_requests_wait_for_the_replacements(
         assert running.post_json("/predict", {"pixels": mnist.test_images[0].tolist()}).status == 200
         assert len(_api_servers(running)) == 2
     finally:
-        running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
-        assert running.stop() == 0, running.log()
-        assert running.alive_children() == []
+        running.stop_leaving_nothing()
 
 
 def test_a_drain_refuses_new_connections_at_once_and_answers_the_request_in_progress(
@@ -147,9 +143,7 @@ def test_a_drain_refuses_new_connections_at_once_and_answers_the_request_in_prog
         assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower(), answer[:200]
     finally:
         in_progress.close()
-        running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
-        assert running.stop() == 0, running.log()
-        assert running.alive_children() == []
+        running.stop_leaving_nothing()
 
 
 def test_with_two_workers_one_dying_leaves_the_server_ready_and_shows_in_metrics(tmp_path: Path) -> None:
@@ -170,6 +164,4 @@ def test_with_two_workers_one_dying_leaves_the_server_ready_and_shows_in_metrics
         assert degraded, "the dead worker never showed in mnist_inference_workers_ready"
         assert ready == 2, "the dead worker was not replaced"
     finally:
-        running.children = [c.pid for c in psutil.Process(running.process.pid).children(recursive=True)]
-        assert running.stop() == 0, running.log()
-        assert running.alive_children() == []
+        running.stop_leaving_nothing()

@@ -198,7 +198,7 @@ class InferenceHandler:
         try:
             pixels, encode = decode(*args)
             timeout = self.config.request_timeout
-            if timeout and self.workers.wait_s(len(pixels)) > timeout:
+            if timeout and self.workers.backlog_s() > timeout:
                 raise Unavailable(
                     f"the workers' backlog would take longer than the request timeout ({timeout:g} s); retry",
                     reason="overloaded",

@@ -52,7 +52,7 @@ class StillQueued(QueueTimeout):
 class ServiceRate:
     """Images per second a worker computes for this API server while it has work from it: the
     answers' images over the time since the previous answer or since the work arrived, smoothed.
-    With the images still in flight it tells how long a new job would wait (``WorkerPool.wait_s``)."""
+    With the images still in flight it tells how long a new job would wait (``WorkerPool.backlog_s``)."""
 
     SMOOTHING = 0.2
 
@@ -241,14 +241,15 @@ class WorkerPool:
             deadlines.add(connection, job_id)
         return connection, job_id
 
-    def wait_s(self, images: int) -> float:
-        """How long a job of ``images`` would take to be answered by the least busy worker, from its
-        backlog and its measured rate (0 while nothing is measured)."""
+    def backlog_s(self) -> float:
+        """How long the least busy worker needs for the images this API server has sent it and not yet
+        had back, at the rate measured for it: the wait of a job sent now. 0 while it has none, so a
+        rate measured on a slow batch (a cold start, a pause) never keeps refusing once it is idle."""
         if not self.connections:
             return 0.0
         connection = min(self.connections.values(), key=_IMAGES_IN_FLIGHT)
         rate = connection.service_rate.images_per_s
-        return (connection.images_in_flight + images) / rate if rate else 0.0
+        return connection.images_in_flight / rate if rate else 0.0
 
     @staticmethod
     def cancel(ticket: Ticket) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from service.errors import QueueTimeout, Unavailable
-from service.ipc.client import ServiceRate, WorkerPool
+from service.ipc.client import ServiceRate, WorkerConnection, WorkerPool
 from service.ipc.sockets import worker_sockets
 from service.worker.loop import SocketLoop
 
@@ -256,3 +256,14 @@ def test_the_service_rate_counts_only_the_time_the_worker_had_work() -> None:
     rate.busy_from(20.0)  # idle from 11.5 to 20: not counted
     rate.answered(10, 20.1, still_in_flight=0)
     assert rate.images_per_s > 100
+
+
+def test_the_backlog_counts_only_images_still_with_the_worker(tmp_path: Path) -> None:
+    pool = WorkerPool(tmp_path)
+    assert pool.backlog_s() == 0.0  # no worker yet: nothing to wait behind
+    connection = WorkerConnection(pool, tmp_path / "worker.sock")
+    pool.connections[connection.path] = connection
+    connection.service_rate.images_per_s = 10.0  # measured on a slow batch
+    assert pool.backlog_s() == 0.0  # idle: a job sent now waits for nothing, whatever the rate said
+    connection.images_in_flight = 25
+    assert pool.backlog_s() == 2.5

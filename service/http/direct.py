@@ -37,6 +37,9 @@ LINGER_SECONDS = 10.0
 # answered no sooner than it was asked to wait: shedding then cannot take the CPU the admitted requests
 # need, however fast clients retry (benchmarks/overload.py).
 RETRY_AFTER_S = 1.0
+# On a drain, a request may already be on its way on an idle keep-alive connection: it is answered (with
+# Connection: close) if it arrives within this window, and idle connections are closed after it.
+DRAIN_GRACE_S = 1.0
 _JSON_HEAD = b"content-type: application/json\r\n"  # JSON_HEADERS as written
 
 
@@ -59,6 +62,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
         self._body_complete = False
         self._close_after_body = False  # an oversized body was refused: close once it has been read
         self._told_to_wait_at = -RETRY_AFTER_S  # when this connection last got a 503
+        self._draining = False
 
     # --- httptools parser callbacks -----------------------------------------------------------------
 
@@ -98,12 +102,14 @@ class DirectHttpProtocol(HttpToolsProtocol):
         if route is None:
             self._asgi_scope()
             super().on_headers_complete()
+            if self._draining and self.cycle is not None:
+                self.cycle.keep_alive = False
             return
         self._query = query
         # While it is incomplete, uvicorn queues pipelined requests behind it, and shutdown() marks it
         # not keep-alive instead of closing the connection.
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-        self._cycle = _DirectCycle(keep_alive)
+        self._cycle = _DirectCycle(keep_alive and not self._draining)
         self.cycle = self._cycle  # type: ignore[assignment]
         self._body, self._route = bytearray(), route
         for name, value in self.headers:
@@ -146,6 +152,21 @@ class DirectHttpProtocol(HttpToolsProtocol):
             body, self._body = bytes(self._body), bytearray()  # not kept while the answer is awaited
             self._exchange = self.handler.handle(route, "POST", request, body, self._respond)
         elif self._close_after_body:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """A drain began (uvicorn calls this on every connection). uvicorn's closes an idle keep-alive
+        connection at once, so a request the client had just sent on it was lost ("server disconnected
+        without sending a response"). Here a request arriving within DRAIN_GRACE_S is answered, with
+        Connection: close; an idle connection is closed after that."""
+        self._draining = True
+        if self.cycle is None or self.cycle.response_complete:
+            self.loop.call_later(DRAIN_GRACE_S, self._close_if_idle)
+        else:
+            self.cycle.keep_alive = False
+
+    def _close_if_idle(self) -> None:
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

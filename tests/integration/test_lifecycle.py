@@ -185,7 +185,8 @@ def test_requests_waiting_past_the_timeout_get_504(tmp_path: Path) -> None:
             statuses = list(pool.map(send, range(96)))
         assert set(statuses) <= {200, 503, 504} and 504 in statuses, statuses
         metrics = running.scrape()
-        assert metrics.value('mnist_rejected_requests_total{reason="timeout"}') == statuses.count(504)
+        timeouts = metrics.value('mnist_rejected_requests_total{reason="timeout"}')
+        assert timeouts == statuses.count(504), (timeouts, statuses)
         computed = metrics.value("mnist_images_total")
         # Every answered request was computed; requests that had already timed out in the queue were not.
         assert 256 * statuses.count(200) <= computed < 256 * len(statuses)
@@ -193,7 +194,7 @@ def test_requests_waiting_past_the_timeout_get_504(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         while running.scrape().value("mnist_in_flight_requests") and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert running.scrape().value("mnist_in_flight_requests") == 0
+        assert running.scrape().value("mnist_in_flight_requests") == 0, running.scrape().text
         # Logged as a rate-limited warning (a line per API server here), not a line per 504.
         log = running.log()
         assert "ERROR" not in log and 1 <= log.count("requests timed out (504)") <= 4, log

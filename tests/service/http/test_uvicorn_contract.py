@@ -42,7 +42,11 @@ PINNED = {
         "64e254f28e389e76",
         "called after each direct keep-alive answer: re-arms keep-alive, starts pipelined requests",
     ),
-    "shutdown": ("d7351fa33f00d430", "reads cycle.response_complete and clears cycle.keep_alive"),
+    "shutdown": (
+        "d7351fa33f00d430",
+        "replaced: DirectHttpProtocol.shutdown keeps idle connections open for DRAIN_GRACE_S; it relies "
+        "on the same fields (cycle.response_complete, cycle.keep_alive)",
+    ),
     "data_received": ("010a7ae59a5d3b1a", "feeds the parser that calls the callbacks above"),
 }
 

@@ -71,10 +71,18 @@ class InferenceRoutes:
         await _send(send, answered.result())
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+def _declared_too_large(scope: Scope, limit: int) -> PayloadTooLarge | None:
+    """The 413 for a Content-Length over ``limit``, before any of the body is read."""
     declared = Headers(scope=scope).get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge.body(limit, int(declared))
+        return PayloadTooLarge.body(limit, int(declared))
+    return None
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    refused = _declared_too_large(scope, limit)
+    if refused is not None:
+        raise refused
     chunks = []
     size = 0
     while True:
@@ -138,9 +146,8 @@ class RequestObserver:
             await send(message)
 
         try:
-            declared = Headers(scope=scope).get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_body_bytes:
-                refused = PayloadTooLarge.body(self.max_body_bytes, int(declared))
+            refused = _declared_too_large(scope, self.max_body_bytes)
+            if refused is not None:
                 self.metrics.reject(refused.reason)
                 await as_response(error_reply(refused))(scope, receive, observed_send)
                 return

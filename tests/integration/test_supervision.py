@@ -38,6 +38,15 @@ def _api_servers(running: RunningServer) -> list[int]:
     return sorted(servers)
 
 
+def _clients_of(pid: int, port: int) -> int:
+    """Client connections API server ``pid`` has open (each holds a request: one per request here)."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return 0
+    return sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in connections)
+
+
 def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -48,8 +57,9 @@ def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
 
 
 def test_a_killed_api_server_is_replaced_and_its_slots_come_back(tmp_path: Path, mnist: MnistArrays) -> None:
+    # A 0.1 s batch window keeps each request's slot for at least that long.
     running = start_server(
-        tmp_path, "--api-servers", "2", "--queue-limit", str(QUEUE_LIMIT), "--batch-timeout", "0.005"
+        tmp_path, "--api-servers", "2", "--queue-limit", str(QUEUE_LIMIT), "--batch-timeout", "0.1"
     )
     try:
         body = {"pixels": mnist.test_images[:64].numpy().tolist()}  # slow enough to be in flight
@@ -71,7 +81,11 @@ def test_a_killed_api_server_is_replaced_and_its_slots_come_back(tmp_path: Path,
         for thread in clients:
             thread.start()
         assert _wait_for(lambda: len(outcomes) >= 50, 30), "the load never got going"
-        os.kill(before[0], signal.SIGKILL)
+        # It must die holding slots (asserted from its log below), or the test would check nothing: it is
+        # killed while it has the most clients connected.
+        assert _wait_for(lambda: max(_clients_of(pid, running.port) for pid in before) >= 4, 10)
+        victim = max(before, key=lambda pid: _clients_of(pid, running.port))  # the one serving most now
+        os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
         replaced = _wait_for(lambda: len(set(_api_servers(running)) - set(before)) == 1, 5)
         assert replaced, f"no replacement within 5 s: {_api_servers(running)} (before {before})"

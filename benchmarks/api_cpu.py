@@ -10,6 +10,11 @@ than a wrk run, and ``--profile`` says where the time goes.
 
     .venv/bin/python benchmarks/api_cpu.py                    # every single-image body, 64 connections
     .venv/bin/python benchmarks/api_cpu.py --bodies v2-binary --profile 25
+    .venv/bin/python benchmarks/api_cpu.py --bodies v2-binary,v2-json-64-images --refused
+
+``--refused`` also measures each body refused at admission with a 503 (every queue slot taken), next to
+its answered CPU: what shedding costs against what it protects. The 503s are measured without the
+Retry-After hold (``service.http.direct.RETRY_AFTER_S``), which only delays their write.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="mnist
 from uvicorn.config import Config  # noqa: E402
 from uvicorn.server import ServerState  # noqa: E402
 
-from benchmarks.traffic import Body, bodies, mnist_test_images  # noqa: E402
+from benchmarks.traffic import Body, bodies, mnist_test_images, v2_json_body  # noqa: E402
+from service.http import direct  # noqa: E402
+from service.http.admission import Admission  # noqa: E402
 from service.http.bodies import Limits  # noqa: E402
 from service.http.direct import DirectHttpProtocol  # noqa: E402
 from service.http.inference import InferenceConfig, InferenceHandler  # noqa: E402
@@ -108,11 +115,12 @@ def build(socket_dir: Path) -> tuple[Any, InferenceHandler]:
             request_timeout=30.0,
             api_key=None,
             socket_dir=socket_dir,
+            max_body_bytes=10_000_000,
         ),
         ServedModel(model, "onnx", runtime_dir),
         RequestMetrics(),
     )
-    return functools.partial(DirectHttpProtocol, handler=handler, max_body_bytes=10_000_000), handler
+    return functools.partial(DirectHttpProtocol, handler=handler), handler
 
 
 class Bench:
@@ -132,9 +140,10 @@ class Bench:
         self.state = ServerState()
 
     async def measure(
-        self, body: Body, connections: int, rounds: int, profile: cProfile.Profile | None
+        self, body: Body, connections: int, rounds: int, profile: cProfile.Profile | None, status: int = 200
     ) -> float:
-        """CPU seconds per request over ``rounds`` rounds of one request on each connection."""
+        """CPU seconds per request over ``rounds`` rounds of one request on each connection, each
+        answered with ``status``."""
         self.pool._scanner = asyncio.get_running_loop().create_future()  # no scans: the worker is here
         clients = []
         for _ in range(connections):
@@ -146,13 +155,15 @@ class Bench:
             f"POST {body.path} HTTP/1.1\r\nHost: bench\r\n{headers}Content-Length: {len(body.data)}\r\n\r\n"
         ).encode() + body.data
 
+        expected = b"HTTP/1.1 %d" % status
+
         async def one_round() -> None:
             for client in clients:
                 client.data_received(request)
             while any(len(client.transport.written) == 0 for client in clients):
                 await asyncio.sleep(0)
             for client in clients:
-                if not client.transport.written[0].startswith(b"HTTP/1.1 200"):
+                if not client.transport.written[0].startswith(expected):
                     raise SystemExit(f"{body.name}: {client.transport.written[0][:300]!r}")
                 client.transport.written.clear()
 
@@ -170,9 +181,21 @@ class Bench:
             client.connection_lost(None)
         return spent / (rounds * connections)
 
+    async def measure_refused(self, body: Body, args: argparse.Namespace) -> float:
+        """``measure`` with every queue slot taken, so each request is refused at admission."""
+        handler, hold = self.handler, direct.RETRY_AFTER_S
+        slots, handler.admission = handler.admission, Admission(queue_limit=0, api_servers=1)
+        handler.admission.claim()
+        direct.RETRY_AFTER_S = 0.0
+        try:
+            return await self.measure(body, args.connections, args.rounds, None, status=503)
+        finally:
+            handler.admission, direct.RETRY_AFTER_S = slots, hold
+
 
 async def run(args: argparse.Namespace) -> None:
-    chosen = [b for b in bodies(mnist_test_images()) if b.name in args.bodies.split(",")]
+    images = mnist_test_images()
+    chosen = [b for b in [*bodies(images), v2_json_body(images, 64)] if b.name in args.bodies.split(",")]
     with tempfile.TemporaryDirectory() as socket_dir:
         bench = Bench(Path(socket_dir))
         for body in chosen:
@@ -182,11 +205,20 @@ async def run(args: argparse.Namespace) -> None:
                 for run in range(args.runs)
             ]
             print(
-                f"{body.name:<12} {statistics.median(per_request) * 1e6:7.1f} µs CPU per request "
+                f"{body.name:<17} {statistics.median(per_request) * 1e6:7.1f} µs CPU per request "
                 f"(median of {args.runs}: {', '.join(f'{p * 1e6:.1f}' for p in per_request)})"
             )
             if profile is not None:
                 pstats.Stats(profile).sort_stats("tottime").print_stats(args.profile)
+            if args.refused:
+                answered = statistics.median(per_request)
+                refused = statistics.median(
+                    [await bench.measure_refused(body, args) for _ in range(args.runs)]
+                )
+                print(
+                    f"{'':<17} {refused * 1e6:7.1f} µs CPU per 503 at admission = {refused / answered:.2f}x "
+                    "an answered request's"
+                )
 
 
 def main() -> None:
@@ -196,6 +228,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--runs", type=int, default=5, help="the median of this many measurements")
     parser.add_argument("--profile", type=int, default=0, help="print the N costliest functions (cProfile)")
+    parser.add_argument("--refused", action="store_true", help="also measure each body refused with a 503")
     uvloop.run(run(parser.parse_args()))  # the event loop mnist-serve's API servers run on
 
 

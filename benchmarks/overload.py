@@ -16,7 +16,6 @@ and the p99 of /v2/health/ready and /metrics probes sent during the overload:
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import statistics
@@ -42,6 +41,7 @@ from benchmarks.traffic import (  # noqa: E402
     run_wrk,
     start,
     stop,
+    v2_json_body,
 )
 
 
@@ -61,17 +61,7 @@ SCENARIOS = {
 
 def _bodies() -> dict[str, Body]:
     images = mnist_test_images()
-    chosen = {body.name: body for body in bodies(images)}
-    v2_json = {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [64, 784], "data": []}]}
-    v2_json["inputs"][0]["data"] = images[:64].reshape(-1).tolist()
-    chosen["v2-json-64-images"] = Body(
-        "v2-json-64-images",
-        "/v2/models/mnist/infer",
-        json.dumps(v2_json).encode(),
-        {"Content-Type": "application/json"},
-        64,
-    )
-    return chosen
+    return {body.name: body for body in [*bodies(images), v2_json_body(images, 64)]}
 
 
 def _tree_rss(pid: int) -> int:

@@ -44,11 +44,6 @@ def bodies(images: np.ndarray) -> list[Body]:
         + png.getvalue()
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    v2_json = {
-        "inputs": [
-            {"name": "pixels", "datatype": "UINT8", "shape": [1, 784], "data": images[0].reshape(-1).tolist()}
-        ]
-    }
     json_type = {"Content-Type": "application/json"}
     return [
         Body("json-pixels", "/predict", json.dumps({"pixels": images[0].tolist()}).encode(), json_type, 1),
@@ -59,13 +54,22 @@ def bodies(images: np.ndarray) -> list[Body]:
             {"Content-Type": f"multipart/form-data; boundary={boundary}"},
             1,
         ),
-        Body("v2-json", "/v2/models/mnist/infer", json.dumps(v2_json).encode(), json_type, 1),
+        v2_json_body(images, 1),
         _v2_binary("v2-binary", images[:1]),
         Body(
             "json-64-images", "/predict", json.dumps({"pixels": images[:64].tolist()}).encode(), json_type, 64
         ),
         _v2_binary("v2-binary-64-images", images[:64]),
     ]
+
+
+def v2_json_body(images: np.ndarray, count: int) -> Body:
+    """Open Inference Protocol v2 JSON with ``count`` images: "v2-json", or "v2-json-64-images"."""
+    data = images[:count].reshape(-1).tolist()
+    spec = {"name": "pixels", "datatype": "UINT8", "shape": [count, 784], "data": data}
+    name = "v2-json" if count == 1 else f"v2-json-{count}-images"
+    body = json.dumps({"inputs": [spec]}).encode()
+    return Body(name, "/v2/models/mnist/infer", body, {"Content-Type": "application/json"}, count)
 
 
 def _v2_binary(name: str, block: np.ndarray) -> Body:

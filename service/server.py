@@ -88,6 +88,7 @@ def build_server(
             request_timeout=settings.request_timeout,
             api_key=settings.api_key,
             socket_dir=socket_dir,
+            max_body_bytes=settings.max_request_bytes,
         ),
         served,
         metrics,
@@ -139,9 +140,7 @@ def build_server(
     describe_inference_routes(server.app)
     if settings.demo:
         install_demo_page(server.app)
-    http_protocol = functools.partial(
-        DirectHttpProtocol, handler=handler, max_body_bytes=settings.max_request_bytes
-    )
+    http_protocol = functools.partial(DirectHttpProtocol, handler=handler)
     return server, http_protocol
 
 

@@ -37,6 +37,10 @@ class Admission:
         self._held[self._entry] += 1
         return True
 
+    def free(self) -> int:
+        """Slots free now (another process may take them the next moment: ``take`` decides)."""
+        return self._free.get_value()
+
     def give_back(self) -> None:
         self._held[self._entry] -= 1
         self._free.release()
@@ -59,7 +63,7 @@ class Admission:
 
     def in_flight(self) -> int:
         """Requests admitted and not yet answered, across every API server."""
-        return self.queue_limit - self._free.get_value()
+        return self.queue_limit - self.free()
 
     def api_servers(self) -> int:
         """API servers that claimed an entry and are alive."""

@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge
-from service.http.inference import InferenceHandler, match
+from service.http.inference import InferenceHandler, declared_too_large, match
 from service.http.replies import Reply, as_response, error_reply
 from service.http.request_metrics import RequestMetrics
 
@@ -39,10 +39,9 @@ class _Head:
 class InferenceRoutes:
     """Outermost ASGI middleware: inference routes to the handler, everything else on."""
 
-    def __init__(self, app: ASGIApp, handler: InferenceHandler, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, handler: InferenceHandler) -> None:
         self.app = app
         self.handler = handler
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = match(scope["path"]) if scope["type"] == "http" else None
@@ -52,15 +51,22 @@ class InferenceRoutes:
         answered: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         method = scope["method"]
         try:
-            body = await _read_body(scope, receive, self.max_body_bytes)
-        except PayloadTooLarge as error:
+            exchange = self.handler.admit(route, method, _Head(scope), answered.set_result)
+        except Exception as error:  # before the body is read; uvicorn drops it
             self.handler.refuse(route, method, error, answered.set_result)
+            await _send(send, answered.result(), close=isinstance(error, PayloadTooLarge))
+            return
+        try:
+            body = await _read_body(receive, self.handler.config.max_body_bytes)
+        except PayloadTooLarge as error:
+            exchange.fail(error)
             await _send(send, answered.result(), close=True)
             return
         except _ClientLeft:
+            exchange.abandon()
             return
-        exchange = self.handler.handle(route, method, _Head(scope), body, answered.set_result)
-        if exchange is not None:
+        exchange.submit(body)
+        if not answered.done():
             # Once the body is read, receive() only returns again when the client leaves.
             leaving = asyncio.ensure_future(_left(receive))
             await asyncio.wait((answered, leaving), return_when=asyncio.FIRST_COMPLETED)
@@ -71,18 +77,7 @@ class InferenceRoutes:
         await _send(send, answered.result())
 
 
-def _declared_too_large(scope: Scope, limit: int) -> PayloadTooLarge | None:
-    """The 413 for a Content-Length over ``limit``, before any of the body is read."""
-    declared = Headers(scope=scope).get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return PayloadTooLarge.body(limit, int(declared))
-    return None
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    refused = _declared_too_large(scope, limit)
-    if refused is not None:
-        raise refused
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks = []
     size = 0
     while True:
@@ -146,7 +141,7 @@ class RequestObserver:
             await send(message)
 
         try:
-            refused = _declared_too_large(scope, self.max_body_bytes)
+            refused = declared_too_large(Headers(scope=scope).get("content-length"), self.max_body_bytes)
             if refused is not None:
                 self.metrics.reject(refused.reason)
                 await as_response(error_reply(refused))(scope, receive, observed_send)
@@ -162,4 +157,4 @@ def front_of_app(
     app: ASGIApp, handler: InferenceHandler, metrics: RequestMetrics, max_body_bytes: int
 ) -> ASGIApp:
     """What every ASGI request meets first: the inference routes, then limits and metrics for the rest."""
-    return InferenceRoutes(RequestObserver(app, metrics, max_body_bytes), handler, max_body_bytes)
+    return InferenceRoutes(RequestObserver(app, metrics, max_body_bytes), handler)

@@ -4,7 +4,8 @@ Under load, an API server spent more CPU on the ASGI layers around a request tha
 itself: a task per request running uvicorn's ASGI wrapper, ``receive``, two ``send`` messages with
 uvicorn's per-header checks and two socket writes, Starlette's app and the middleware. For ``POST``
 to an inference route this protocol instead collects the body while httptools parses it, hands it to
-``InferenceHandler.handle`` (``service.http.inference``) and writes the reply the handler passes back,
+the handler (``service.http.inference``: ``admit`` at the end of the headers, ``Exchange.submit`` with the
+whole body) and writes the reply the handler passes back,
 status line, headers and body in one write: no task, future, coroutine or ASGI message per request
 (docs/performance.md).
 
@@ -29,7 +30,8 @@ from service.http.bodies import JSON_HEADERS
 from service.http.inference import Exchange, InferenceHandler, Route, match
 from service.http.replies import Reply
 
-# After refusing an oversized body the connection stays open to read and drop the rest of it: most
+# A request refused before its body was read (a 413, or any refusal on a connection not kept alive)
+# leaves the connection open to read and drop the rest of the body before closing it: most
 # clients (http.client, requests) send the whole body before reading the answer, and closing a socket
 # with unread bytes resets it, so they would see a reset instead of the 413. Bounded in time.
 LINGER_SECONDS = 10.0
@@ -47,20 +49,18 @@ class DirectHttpProtocol(HttpToolsProtocol):
     """uvicorn's ``http=`` protocol, given as ``functools.partial(DirectHttpProtocol, handler=...,
     max_body_bytes=...)``: uvicorn creates one per connection with its own arguments."""
 
-    def __init__(self, *args: Any, handler: InferenceHandler, max_body_bytes: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, handler: InferenceHandler, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.handler = handler
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes = handler.config.max_body_bytes
         self._respond = self._write_reply  # one bound method per connection, not per request
         # The direct request being read or answered on this connection (at most one: requests behind it
         # take uvicorn's path, which queues them until its answer is written).
         self._cycle: _DirectCycle | None = None
-        self._route: Route | None = None  # set while its body is read; None once the request started
         self._body: bytearray | None = None  # its body so far (None: this request is uvicorn's)
-        self._query = b""
-        self._exchange: Exchange | None = None  # while a worker computes its answer
-        self._body_complete = False
-        self._close_after_body = False  # an oversized body was refused: close once it has been read
+        self._exchange: Exchange | None = None  # admitted and not yet answered
+        self._collecting = False  # its body is being read into _body (admitted, not yet submitted)
+        self._close_after_body = False  # refused, not kept alive: close once the body has been read
         self._told_to_wait_at = -RETRY_AFTER_S  # when this connection last got a 503
         self._draining = False
 
@@ -75,7 +75,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
         self.expect_100_continue = False
         self.headers = []
         self._body = None
-        self._body_complete = False
+        self._collecting = False
 
     def _asgi_scope(self) -> None:
         """The scope uvicorn's on_message_begin would have built."""
@@ -105,18 +105,20 @@ class DirectHttpProtocol(HttpToolsProtocol):
             if self._draining and self.cycle is not None:
                 self.cycle.keep_alive = False
             return
-        self._query = query
         # While it is incomplete, uvicorn queues pipelined requests behind it, and shutdown() marks it
         # not keep-alive instead of closing the connection.
         keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
         self._cycle = _DirectCycle(keep_alive and not self._draining)
         self.cycle = self._cycle  # type: ignore[assignment]
-        self._body, self._route = bytearray(), route
-        for name, value in self.headers:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > self.max_body_bytes:  # refused before reading the body
-                    self._refuse(PayloadTooLarge.body(self.max_body_bytes, int(value)))
-                break
+        self._body = bytearray()
+        try:
+            self._exchange = self.handler.admit(
+                route, "POST", _DirectRequest(query, self.headers), self._respond
+            )
+            self._collecting = True
+        except Exception as error:  # answered now; the body is dropped as it arrives
+            self._close_after_body = isinstance(error, PayloadTooLarge)
+            self.handler.refuse(route, "POST", error, self._respond)
 
     def _direct_route(self, path: bytes) -> Route | None:
         if (
@@ -134,25 +136,32 @@ class DirectHttpProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         if self._body is None:
             super().on_body(body)
-        elif self._route is not None:
+        elif self._collecting:
             self._body += body
             if len(self._body) > self.max_body_bytes:
-                self._refuse(PayloadTooLarge.body(self.max_body_bytes))
+                self._collecting = False
+                self._body = bytearray()
+                self._close_after_body = True
+                assert self._exchange is not None
+                self._exchange.fail(PayloadTooLarge.body(self.max_body_bytes))
 
     def on_message_complete(self) -> None:
         if self._body is None:
             super().on_message_complete()
             return
-        self._body_complete = True
-        route, self._route = self._route, None
-        if route is not None:
+        assert self._cycle is not None
+        self._cycle.body_complete = True
+        if self._collecting:
             # Reading goes on, as on uvicorn's own path, so that a client leaving is noticed now:
             # a request pipelined behind this one is queued by uvicorn until the answer is written.
-            request = _DirectRequest(self._query, self.headers)
+            self._collecting = False
             body, self._body = bytes(self._body), bytearray()  # not kept while the answer is awaited
-            self._exchange = self.handler.handle(route, "POST", request, body, self._respond)
+            assert self._exchange is not None
+            self._exchange.submit(body)
         elif self._close_after_body:
             self.transport.close()
+        elif self._cycle.response_complete:
+            self.on_response_complete()  # answered before its body was read; now it has been
 
     def shutdown(self) -> None:
         """A drain began (uvicorn calls this on every connection). uvicorn's closes an idle keep-alive
@@ -176,13 +185,6 @@ class DirectHttpProtocol(HttpToolsProtocol):
             exchange.abandon()
 
     # --- writing ------------------------------------------------------------------------------------
-
-    def _refuse(self, error: PayloadTooLarge) -> None:
-        assert self._route is not None
-        self._body = bytearray()  # nothing more is kept
-        route, self._route = self._route, None  # whatever else arrives for this request is dropped
-        self._close_after_body = True
-        self.handler.refuse(route, "POST", error, self._respond)
 
     def _write_reply(self, reply: Reply) -> None:
         """Write the status line, the server's default headers (date, server), the reply's and its body."""
@@ -222,12 +224,15 @@ class DirectHttpProtocol(HttpToolsProtocol):
                 )
             )
         )
+        if not cycle.body_complete:  # refused before its body was read: the rest is dropped as it comes
+            if not keep_alive:
+                self._close_after_body = True  # closed once it has been read (on_message_complete)
+                self.loop.call_later(LINGER_SECONDS, self.transport.close)
+            return  # kept alive: on_message_complete then counts the response complete
         if keep_alive:
             self.on_response_complete()
-        elif not self._close_after_body or self._body_complete:
-            self.transport.close()
         else:
-            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+            self.transport.close()
 
 
 # uvicorn's default headers (date, server) as written, and the list they were written from: uvicorn
@@ -289,7 +294,7 @@ class _DirectCycle:
     RequestResponseCycle is an ASGI state machine): queue pipelined requests behind it until
     ``response_complete``; on shutdown, close after the answer (``keep_alive`` cleared)."""
 
-    __slots__ = ("disconnected", "keep_alive", "response_complete")
+    __slots__ = ("body_complete", "disconnected", "keep_alive", "response_complete")
 
     class _NoMessages:
         def set(self) -> None:  # connection_lost wakes an ASGI receive(); there is none here
@@ -301,3 +306,4 @@ class _DirectCycle:
         self.keep_alive = keep_alive
         self.response_complete = False
         self.disconnected = False
+        self.body_complete = False  # its whole body has been read (a refusal may be written before)

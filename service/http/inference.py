@@ -4,16 +4,20 @@
 (``service.http.direct`` for most requests, ``service.http.asgi`` for the rest):
 
 1. ``match`` tells the adapter whether a path is an inference route;
-2. ``InferenceHandler.handle`` checks the method, the API key and the model name and version, takes
-   a queue slot (admission), decodes the body into validated pixels (so one bad request can never
-   fail a batch), and hands the pixels to a worker (``service.ipc.client``);
-3. ``Exchange.answered`` is called with the worker's answer, encodes the reply and gives the slot back;
+2. ``InferenceHandler.admit``, as soon as the headers are read, checks the method, the API key, the
+   declared body size, the model name and version, and that a queue slot is free and the workers'
+   backlog short enough; a request refused here never has its body kept or decoded;
+3. ``Exchange.submit`` gets the whole body, takes a queue slot (refusing, still without decoding, if
+   none is left), decodes the body into validated pixels (so one bad request can never fail a batch),
+   and hands the pixels to a worker (``service.ipc.client``);
+4. ``Exchange.answered`` is called with the worker's answer, encodes the reply and gives the slot back;
    ``Exchange.abandon`` does the same for a client that left first;
-4. every reply, answer or error, is counted in the request metrics and handed to the adapter's
+5. every reply, answer or error, is counted in the request metrics and handed to the adapter's
    ``respond`` callback, which writes it.
 
-A request's queue slot (``service.http.admission``) is taken in ``_admit`` and given back in
-``Exchange._give_back_slot`` (or in ``_admit`` when it is refused after all): nowhere else.
+A request's queue slot (``service.http.admission``) is taken in ``Exchange.submit`` and given back in
+``Exchange._give_back_slot``: nowhere else. It is not held while the body arrives, so clients that send
+their bodies slowly cannot take the slots of the others.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from service.errors import (
     CLIENT_CLOSED_REQUEST,
     BadRequest,
     MethodNotAllowed,
+    PayloadTooLarge,
     ServiceError,
     Unauthorized,
     Unavailable,
@@ -122,6 +127,7 @@ class InferenceConfig:
     request_timeout: float  # 0: none
     api_key: str | None
     socket_dir: Path  # where the inference workers listen (service.ipc.sockets)
+    max_body_bytes: int  # Content-Length over this is a 413 before the body is read
 
 
 class InferenceHandler:
@@ -141,29 +147,29 @@ class InferenceHandler:
             self._workers = WorkerPool(self.config.socket_dir)
         return self._workers
 
-    def handle(
-        self, route: Route, method: str, head: RequestHead, body: bytes, respond: Respond
-    ) -> Exchange | None:
-        """Answer a request: an ``Exchange`` while its worker computes, None when already answered."""
+    def admit(self, route: Route, method: str, head: RequestHead, respond: Respond) -> Exchange:
+        """Decide what a request's head can decide, before its body is read: the method, the API key,
+        the declared body size, the model name and version, ``?include=``, and the server's capacity.
+        Raises the error the request is refused with; otherwise the ``Exchange`` takes the body
+        (``Exchange.submit``).
+
+        Refusing here costs next to nothing: the body is never kept or decoded, so shedding does not
+        eat the capacity it protects, and a client without the key cannot make the server read it."""
         started = time.perf_counter()
-        try:
-            if method != "POST":
-                raise MethodNotAllowed("use POST", allow="POST")
-            self._authorize(head.headers)
-            if route is PREDICT_ROUTE:
-                shown = _include_pixels(head.query_string)
-                pixels, encode = self._admit(self._decode_predict, head.headers, body, shown)
-            else:
-                assert route.name is not None
-                self.model.check(route.name, route.version)
-                pixels, encode = self._admit(self._decode_v2, head.headers, body)
-        except Exception as error:
-            self.refuse(route, method, error, respond, started)
-            return None
-        exchange = Exchange(self, route.label, started, encode, respond)
-        timeout = self.config.request_timeout or None
-        exchange.ticket = self.workers.send(pixels, time.monotonic(), timeout, exchange.answered)
-        return exchange
+        if method != "POST":
+            raise MethodNotAllowed("use POST", allow="POST")
+        self._authorize(head.headers)
+        too_large = declared_too_large(head.headers.get("content-length"), self.config.max_body_bytes)
+        if too_large is not None:
+            raise too_large
+        if route is PREDICT_ROUTE:
+            shown = _include_pixels(head.query_string)
+        else:
+            assert route.name is not None
+            self.model.check(route.name, route.version)
+            shown = False
+        self.check_capacity()
+        return Exchange(self, route, head, shown, started, respond)
 
     def refuse(
         self, route: Route, method: str, error: Exception, respond: Respond, started: float | None = None
@@ -185,47 +191,42 @@ class InferenceHandler:
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise Unauthorized("missing or wrong API key (send it as X-API-Key)")
 
-    def _admit(self, decode: Callable[..., Decoded], *args: typing.Any) -> Decoded:
-        """Take a queue slot, then decode: past the limit, refusing costs next to nothing, so shedding
-        does not eat the capacity it protects. A request that fails to decode gives its slot back, and
-        so does one that would wait longer than the request timeout behind the workers' backlog:
-        refused now rather than queued and abandoned."""
-        if not self.admission.take():
+    def check_capacity(self) -> None:
+        """Refuse a request that finds every queue slot taken, or that would wait longer than the
+        request timeout behind the workers' backlog: refused now rather than queued and abandoned."""
+        timeout = self.config.request_timeout
+        if timeout and self.workers.backlog_s() > timeout:
             raise Unavailable(
-                f"server is at its queue limit ({self.config.queue_limit} requests); retry",
+                f"the workers' backlog would take longer than the request timeout ({timeout:g} s); retry",
                 reason="overloaded",
             )
-        try:
-            pixels, encode = decode(*args)
-            timeout = self.config.request_timeout
-            if timeout and self.workers.backlog_s() > timeout:
-                raise Unavailable(
-                    f"the workers' backlog would take longer than the request timeout ({timeout:g} s); retry",
-                    reason="overloaded",
-                )
-            return pixels, encode
-        except BaseException:
-            self.admission.give_back()
-            raise
+        if not self.admission.free():
+            raise self.queue_full()
 
-    def _decode_predict(self, headers: Mapping[str, str], body: bytes, show_pixels: bool) -> Decoded:
-        pixels = self._predict_pixels(headers, body)
-        shown = pixels if show_pixels else None
+    def queue_full(self) -> Unavailable:
+        return Unavailable(
+            f"server is at its queue limit ({self.config.queue_limit} requests); retry", reason="overloaded"
+        )
 
-        def encode(rows: np.ndarray, version: str) -> Reply:
-            return Reply(200, JSON_HEADERS, predictions_body(rows, self.model.payload(version), shown))
+    def decode(self, route: Route, headers: Mapping[str, str], body: bytes, show_pixels: bool) -> Decoded:
+        """A request's validated pixels (so one bad request can never fail a batch), and how its
+        answer is encoded."""
+        if route is PREDICT_ROUTE:
+            pixels = self._predict_pixels(headers, body)
+            shown = pixels if show_pixels else None
 
-        return pixels, encode
+            def encode_predictions(rows: np.ndarray, version: str) -> Reply:
+                return Reply(200, JSON_HEADERS, predictions_body(rows, self.model.payload(version), shown))
 
-    def _decode_v2(self, headers: Mapping[str, str], body: bytes) -> Decoded:
+            return pixels, encode_predictions
         model = self.model.model
         request = parse_v2_infer(body, headers, model.input_name, model.output_name, self.limits)
 
-        def encode(rows: np.ndarray, version: str) -> Reply:
+        def encode_v2(rows: np.ndarray, version: str) -> Reply:
             answer, answer_headers = v2_infer_body(rows, request, model.name, version, model.output_name)
             return Reply(200, answer_headers, answer)
 
-        return request.pixels, encode
+        return request.pixels, encode_v2
 
     def _predict_pixels(self, headers: Mapping[str, str], body: bytes) -> np.ndarray:
         content_type = media_type(headers.get("content-type"))
@@ -249,63 +250,118 @@ class InferenceHandler:
 
 
 class Exchange:
-    """An admitted request waiting for its worker's answer. It holds its queue slot until its job has
-    left the worker (or its client left): a request answered 504 at its deadline keeps the slot until
-    the worker has skipped its job, so under overload with a short ``--request-timeout`` the queue limit
-    still bounds the work waiting for the worker."""
+    """An admitted request, from its head to its answer. From its body on, it holds a queue slot until
+    its job has left the worker (or its client left): a request answered 504 at its deadline keeps the
+    slot until the worker has skipped its job, so under overload with a short ``--request-timeout`` the
+    queue limit still bounds the work waiting for the worker."""
 
-    __slots__ = ("encode", "handler", "holds_slot", "label", "respond", "started", "ticket")
+    __slots__ = (
+        "encode",
+        "handler",
+        "head",
+        "holds_slot",
+        "replied",
+        "respond",
+        "route",
+        "show_pixels",
+        "started",
+        "ticket",
+    )
 
     def __init__(
         self,
         handler: InferenceHandler,
-        label: str,
+        route: Route,
+        head: RequestHead,
+        show_pixels: bool,
         started: float,
-        encode: Encode,
         respond: Respond,
     ) -> None:
         self.handler = handler
-        self.label = label
+        self.route = route
+        self.head: RequestHead | None = head  # until its body is decoded
+        self.show_pixels = show_pixels
         self.started = started
-        self.encode: Encode | None = encode  # None once replied to
         self.respond = respond
+        self.encode: Encode | None = None  # set once its body is decoded
         self.ticket: Ticket = (None, 0)
+        self.holds_slot = False
+        self.replied = False
+
+    def submit(self, body: bytes) -> None:
+        """The request's whole body: take a queue slot, decode the body and hand its pixels to a
+        worker. A body that does not decode is answered with its 4xx and gives the slot back."""
+        head, self.head = self.head, None
+        assert head is not None and not self.replied
+        handler = self.handler
+        if not handler.admission.take():  # taken while the body arrived
+            self.fail(handler.queue_full())
+            return
         self.holds_slot = True
+        try:
+            pixels, self.encode = handler.decode(self.route, head.headers, body, self.show_pixels)
+        except Exception as error:
+            self.fail(error)
+            return
+        timeout = handler.config.request_timeout or None
+        self.ticket = handler.workers.send(pixels, time.monotonic(), timeout, self.answered)
+
+    def fail(self, error: Exception) -> None:
+        """Answer with ``error`` before the request reached a worker (giving its slot back)."""
+        self._reply(error_reply(error), error)
+        self._give_back_slot()
 
     def answered(self, rows: np.ndarray | None, version: str, error: Exception | None) -> None:
         """The worker's answer, or the 503 / 504 the job failed with (service.ipc.client calls it)."""
-        encode = self.encode
-        if encode is None:  # replied to already (its deadline passed): the job has now left the worker
+        if self.replied:  # its deadline passed: the job has now left the worker
             self._give_back_slot()
             return
+        encode = self.encode
+        assert encode is not None
         try:
             if error is not None:
                 raise error
             assert rows is not None
             reply = encode(rows, version)
         except Exception as failure:
-            if isinstance(failure, ServiceError):
-                self.handler.metrics.reject(failure.reason)
-            reply = error_reply(failure)
-        self.encode = None
+            reply, error = error_reply(failure), failure
         if not isinstance(error, StillQueued):
             self._give_back_slot()
-        self.handler.metrics.observe(self.label, "POST", reply.status, self.started)
-        self.respond(reply)
+        self._reply(reply, error)
 
     def abandon(self) -> None:
         """The client left before its answer: give its slot back now (the worker's answer is dropped)."""
-        if self.encode is None:
+        if self.replied:
             return
+        self.replied = True
         WorkerPool.cancel(self.ticket)
-        self.encode = None
         self._give_back_slot()
-        self.handler.metrics.observe(self.label, "POST", CLIENT_CLOSED_REQUEST, self.started)
+        self.handler.metrics.observe(self.route.label, "POST", CLIENT_CLOSED_REQUEST, self.started)
+
+    def _reply(self, reply: Reply, error: Exception | None) -> None:
+        self.replied = True
+        metrics = self.handler.metrics
+        if isinstance(error, ServiceError):
+            metrics.reject(error.reason)
+        metrics.observe(self.route.label, "POST", reply.status, self.started)
+        self.respond(reply)
 
     def _give_back_slot(self) -> None:
         if self.holds_slot:
             self.holds_slot = False
             self.handler.admission.give_back()
+
+
+def declared_too_large(content_length: str | None, limit: int) -> PayloadTooLarge | None:
+    """The 413 for a declared body size over ``limit``, before any of the body is read."""
+    if (
+        content_length
+        and content_length.isascii()
+        and content_length.isdigit()
+        and int(content_length) > limit
+    ):
+        return PayloadTooLarge.body(limit, int(content_length))
+    return None
 
 
 def _include_pixels(query_string: bytes) -> bool:

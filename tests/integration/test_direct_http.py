@@ -232,6 +232,62 @@ def test_oversized_bodies_are_refused_and_the_connection_closed(small_limit_serv
     assert ok.response()[0] == 200
 
 
+KEY = "s3cret"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(
+        Path(tmp_path_factory.mktemp("keyed-http")),
+        "--max-request-bytes",
+        str(MAX_BYTES),
+        env={"MNIST_API_KEY": KEY},
+    )
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+def test_the_api_key_is_checked_from_the_headers_before_any_of_the_body(
+    keyed_server: RunningServer, mnist: MnistArrays
+) -> None:
+    reader = _connect(keyed_server)
+    # A body declared far over the limit: 401, not 413, and without waiting for the body.
+    reader.sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 1000000000\r\n\r\n"
+    )
+    status, _, body = reader.response()
+    assert status == 401 and "API key" in json.loads(body)["error"]
+    reader.sock.close()
+    for headers, expected in (("", 401), (f"X-API-Key: {KEY}\r\n", 400)):  # the key before the body's checks
+        reader = _connect(keyed_server)
+        reader.sock.sendall(_post(b"{not json", extra=headers))
+        assert reader.response()[0] == expected
+        reader.sock.sendall(_post(_body(mnist, 4), extra=f"X-API-Key: {KEY}\r\n"))  # still usable
+        status, _, body = reader.response()
+        assert status == 200 and json.loads(body)["predictions"][0]["digit"] == int(mnist.test_labels[4])
+        reader.sock.close()
+
+
+def test_a_request_refused_at_its_headers_keeps_its_connection_and_keep_alive_timer(
+    server: RunningServer, mnist: MnistArrays
+) -> None:
+    reader = _connect(server)
+    v2 = _post(b"{}", "/v2/models/no-such-model/infer")
+    reader.sock.sendall(v2[:-2])  # the headers and half the body
+    status, headers, body = reader.response()
+    assert status == 404 and "connection" not in headers and "no-such-model" in json.loads(body)["error"]
+    reader.sock.sendall(v2[-2:] + _post(_body(mnist, 5)))  # the rest, dropped; then the next request
+    status, _, body = reader.response()
+    assert status == 200 and json.loads(body)["predictions"][0]["digit"] == int(mnist.test_labels[5])
+    reader.sock.sendall(v2)  # refused whole; then idle: closed after the keep-alive timeout
+    assert reader.response()[0] == 404
+    answered = time.monotonic()
+    reader.sock.settimeout(KEEP_ALIVE_S + 5)
+    assert reader.sock.recv(1) == b""
+    assert time.monotonic() - answered <= KEEP_ALIVE_S + 1.5
+
+
 def _metric(server: RunningServer, sample: str) -> float:
     return server.scrape().value(sample)
 
@@ -304,8 +360,17 @@ def test_a_client_that_retries_at_once_after_a_503_waits_its_retry_after(
         retrying = _connect(running)
         times = []
         started = time.monotonic()
-        for _ in range(3):
-            retrying.sock.sendall(_post(_body(mnist)))
+        request = _post(_body(mnist))
+        head, body = request[: request.index(b"\r\n\r\n") + 4], request[request.index(b"\r\n\r\n") + 4 :]
+        for attempt in range(3):
+            retrying.sock.sendall(head)
+            if attempt == 0:  # refused at its headers: answered before its body is even sent
+                status, _, _ = retrying.response()
+                assert status == 503
+                times.append(time.monotonic() - started)
+                retrying.sock.sendall(body)  # dropped; the connection goes on
+                continue
+            retrying.sock.sendall(body)
             status, headers, _ = retrying.response()
             assert status == 503 and headers.get("retry-after") == "1", (status, headers)
             times.append(time.monotonic() - started)

@@ -1,9 +1,10 @@
 """The API server's request metrics: count and latency by route, method and status, and rejections.
 
 Each observation is a locked write to a memory-mapped file (prometheus_client's multiprocess mode:
-three per request, and a Python loop over the histogram's buckets). Under load an event-loop turn
-finishes only a few requests, so writing them per turn still cost ~10 µs of a request
-(docs/performance.md): observations are held and written together ``REQUEST_METRICS_INTERVAL_S`` after
+three per request, a fourth for a rejection, and a Python loop over the histogram's buckets). Under
+load an event-loop turn finishes only a few requests, so writing them per turn still cost ~10 µs of a
+request (docs/performance.md), and a rejection written at once cost 40 % of a 503 (`api_cpu.py --refused`):
+observations and rejections are held and written together ``REQUEST_METRICS_INTERVAL_S`` after
 the first one. A scrape waits ``REQUEST_METRICS_SCRAPE_WAIT_S``, so every API server has written what it
 answered before the scrape arrived; a killed API server loses at most its last interval's observations
 (on a clean stop they are written).
@@ -32,6 +33,7 @@ class RequestMetrics:
         self._metrics = metrics  # None: created in each process on first use
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._pending: dict[tuple[str, str, int], list[float]] = {}
+        self._rejected: dict[str, int] = {}  # by reason
         self._held = 0
         self._finalizer_pid = 0
 
@@ -43,14 +45,17 @@ class RequestMetrics:
 
     def reject(self, reason: str) -> None:
         """Count a request refused for ``reason`` (``ServiceError.reason``)."""
-        self.metrics.rejected.labels(reason).inc()
+        self._rejected[reason] = self._rejected.get(reason, 0) + 1
+        self._hold()
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         """Record a request answered with ``status``, ``started`` at ``time.perf_counter()``."""
-        first = not self._pending
         self._pending.setdefault((route, method, status), []).append(time.perf_counter() - started)
+        self._hold()
+
+    def _hold(self) -> None:
         self._held += 1
-        if first:
+        if self._held == 1:
             try:
                 asyncio.get_running_loop().call_later(REQUEST_METRICS_INTERVAL_S, self.flush)
             except RuntimeError:  # no event loop (a direct call): nothing to wait for
@@ -64,6 +69,9 @@ class RequestMetrics:
 
     def flush(self) -> None:
         pending, self._pending, self._held = self._pending, {}, 0
+        rejected, self._rejected = self._rejected, {}
+        for reason, count in rejected.items():
+            self.metrics.rejected.labels(reason).inc(count)
         for key, latencies in pending.items():
             count, latency = self._labelled(key)
             count.inc(len(latencies))

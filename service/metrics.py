@@ -39,7 +39,7 @@ PID_FILE = re.compile(r"_(\d+)\.db$")
 # API servers hold request metrics in memory for up to this long (service.http.asgi.RequestMetrics); a
 # scrape waits long enough for every API server to have written what it answered before the scrape.
 REQUEST_METRICS_INTERVAL_S = 0.05
-REQUEST_METRICS_SCRAPE_WAIT_S = 0.15  # the interval, and slack for a busy event loop
+REQUEST_METRICS_SCRAPE_WAIT_S = 0.1  # the interval, and slack for a busy event loop
 REJECTION_REASONS = (
     "bad_request",
     "unauthorized",

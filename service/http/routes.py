@@ -26,10 +26,10 @@ from service.ipc.sockets import worker_sockets
 from service.metrics import CONTENT_TYPE, REQUEST_METRICS_SCRAPE_WAIT_S, ServerState, render
 
 SERVER_NAME = "mnist-serving"
-# A scrape waits at most this long for the workers to write what they hold: a worker in the middle of a
-# long batch answers after it, and a scrape must not queue behind inference (it then shows what the
-# workers wrote so far, at most 0.5 s old).
-METRICS_FLUSH_TIMEOUT_S = 0.25
+# A scrape waits at most this long for the workers to write what they hold, as long as it waits for the
+# API servers: a worker in the middle of a long batch answers after it, and a scrape must not queue
+# behind inference (it then shows what the workers wrote so far, at most 0.5 s old).
+METRICS_FLUSH_TIMEOUT_S = REQUEST_METRICS_SCRAPE_WAIT_S
 Endpoint = tuple[str, Callable[..., Awaitable[Response]], list[str]]  # path, handler, methods
 
 

@@ -44,12 +44,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import litserve as ls
+import litserve.server
 from litserve.loops import LitLoop
 from litserve.specs.base import LitSpec
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp
 
 from service.gc_tuning import tune_for_serving
+from service.http.listener import ServesQueuedConnections
 from service.http.routes import Endpoint
 from service.model.backends import auto_device
 from service.worker.loop import SocketLoop
@@ -69,6 +71,11 @@ PRIVATE_LITSERVE_NAMES = (
     "_transport",
 )
 API_SERVER_CHECK_INTERVAL_S = 0.25
+
+
+class ApiServer(ServesQueuedConnections, litserve.server._Server):
+    """The uvicorn server of each API-server process: LitServe's (it names the process's worker), whose
+    drain answers the connections queued on the listening socket (``service.http.listener``)."""
 
 
 class RoutesSpec(LitSpec):
@@ -231,10 +238,19 @@ class MnistServer(ls.LitServer):
     ) -> dict[int, Any]:
         """LitServe's, remembering how it was called, so that an API server that dies can be replaced."""
         self._api_server_start = (port, log_level, sockets, uvicorn_worker_type, kwargs)
-        self._api_servers = super()._start_server(
-            port, num_uvicorn_servers, log_level, sockets, uvicorn_worker_type, **kwargs
-        )
+        self._api_servers = self._start_api_servers(num_uvicorn_servers)
         return self._api_servers
+
+    def _start_api_servers(self, count: int) -> dict[int, Any]:
+        """LitServe's ``_start_server``, with ``ApiServer`` as the uvicorn server class it runs."""
+        assert self._api_server_start is not None
+        port, log_level, sockets, worker_type, kwargs = self._api_server_start
+        litserve_server_class = litserve.server._Server
+        litserve.server._Server = ApiServer
+        try:
+            return super()._start_server(port, count, log_level, sockets, worker_type, **kwargs)
+        finally:
+            litserve.server._Server = litserve_server_class
 
     def _supervise_api_servers(self) -> None:
         """Replace an API server that died (a crash, the OOM killer, kill -9) once its slots are back."""
@@ -248,10 +264,7 @@ class MnistServer(ls.LitServer):
                         continue
                     log.error("API server %s died (exit %s); replacing it", process.pid, process.exitcode)
                     self.api_server_hooks.lost(process.pid)
-                    port, log_level, sockets, worker_type, kwargs = self._api_server_start
-                    (replacement,) = (
-                        super()._start_server(port, 1, log_level, sockets, worker_type, **kwargs).values()
-                    )
+                    (replacement,) = self._start_api_servers(1).values()
                     self._api_servers[index] = replacement
 
     def _prepare_app_run(self, app: Any) -> None:

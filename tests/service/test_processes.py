@@ -68,6 +68,10 @@ def test_the_private_state_mnist_server_reads_is_still_set_where_expected() -> N
         "self._prepare_app_run(app)" in start
         and "timeout_graceful_shutdown=self.uvicorn_graceful_timeout" in (start)
     ), "LitServer._start_server changed how it builds each API server's app: re-check MnistServer.__init__"
+    assert "server = _Server(config=uvicorn_config)" in start, (
+        "LitServer._start_server no longer runs litserve.server._Server: re-check ApiServer and "
+        "MnistServer._start_api_servers (service/processes.py)"
+    )
     run = _source(ls.LitServer.run)
     assert "self._start_worker_monitoring(" in run and "self._perform_graceful_shutdown(" in run, (
         "LitServer.run no longer monitors workers / shuts down through the methods MnistServer overrides"

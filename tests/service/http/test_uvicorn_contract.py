@@ -66,3 +66,28 @@ def test_the_module_level_names_direct_http_uses_exist() -> None:
     assert isinstance(httptools_impl.STATUS_LINE, dict) and httptools_impl.STATUS_LINE[200].startswith(
         b"HTTP/1.1 200"
     ), "uvicorn's STATUS_LINE (status code -> encoded status line) changed: re-check DirectHttpProtocol"
+
+
+# uvicorn.Server methods service/http/listener.py relies on, pinned the same way.
+SERVER_PINNED = {
+    "shutdown": (
+        "9b33c50562992b1e",
+        "ServesQueuedConnections.shutdown closes self.servers and the sockets first, as this does, and "
+        "then calls it: it must still close them before asking each connection in server_state to finish",
+    ),
+    "startup": (
+        "2aa1d70a244bfcf2",
+        "ServesQueuedConnections._new_connection builds a protocol with the arguments create_protocol "
+        "passes (config, server_state, app_state=lifespan.state)",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SERVER_PINNED))
+def test_the_uvicorn_server_methods_the_drain_relies_on_are_unchanged(name: str) -> None:
+    expected, relied_on = SERVER_PINNED[name]
+    got = hashlib.sha256(inspect.getsource(getattr(uvicorn.Server, name)).encode()).hexdigest()[:16]
+    assert got == expected, (
+        f"uvicorn {uvicorn.__version__} changed Server.{name}. service/http/listener.py relies on it: "
+        f"{relied_on}. Re-check that, run tests/integration/test_supervision.py, then pin {got!r} here."
+    )

@@ -179,8 +179,13 @@ class Deadlines:
     """Fails jobs still unanswered ``timeout`` seconds after they were sent, with a 504 (StillQueued).
 
     Jobs with the same timeout expire in the order they were sent, so one timer for the oldest
-    replaces a timer (asyncio.timeout: a heap entry, a reschedule and a cancel) per job.
+    replaces a timer (asyncio.timeout: a heap entry, a reschedule and a cancel) per job. A job whose
+    deadline has passed is failed ``POLL_FIRST_S`` later, after the event loop has read its sockets
+    once more: uvloop runs due timers before it polls, so an event loop busy past a deadline would
+    otherwise answer 504 to jobs whose answers had arrived in time and were waiting to be read.
     """
+
+    POLL_FIRST_S = 0.001
 
     def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
         self.timeout = timeout
@@ -200,10 +205,18 @@ class Deadlines:
     def _expire(self) -> None:
         loop = self.loop
         waiting, now = self._waiting, loop.time()
+        due = []
         while waiting and (waiting[0][0] <= now or waiting[0][2] not in waiting[0][1].waiting):
             _, connection, job_id = waiting.popleft()
-            connection.expire(job_id, StillQueued(f"no answer within {self.timeout:g} s"))
+            if job_id in connection.waiting:
+                due.append((connection, job_id))
+        if due:
+            loop.call_later(self.POLL_FIRST_S, self._fail, due)
         self._timer = loop.call_at(waiting[0][0], self._expire) if waiting else None
+
+    def _fail(self, due: list[tuple[WorkerConnection, int]]) -> None:
+        for connection, job_id in due:  # a job answered meanwhile is no longer waiting: expire skips it
+            connection.expire(job_id, StillQueued(f"no answer within {self.timeout:g} s"))
 
 
 class WorkerPool:

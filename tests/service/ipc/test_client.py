@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import tempfile
 import threading
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import uvloop
 
 from service.errors import QueueTimeout, Unavailable
 from service.ipc.client import ServiceRate, WorkerConnection, WorkerPool
@@ -158,6 +160,34 @@ def test_an_answer_later_than_the_timeout_is_a_504_and_the_pool_goes_on(
     waited, digits = asyncio.run(run())
     assert 0.1 <= waited < 0.25
     assert digits == [[1], [2], [3]]
+
+
+def test_an_answer_that_arrived_in_time_wins_over_a_deadline_a_busy_event_loop_missed(
+    worker: tuple[Path, MarkedDigits],
+) -> None:
+    # Another connection's data keeps the event loop busy (as decoding bodies does under load) from
+    # before the worker answers until past the deadline. uvloop then runs the overdue timer before it
+    # reads the worker's socket, where the answer has been waiting.
+    folder, _ = worker
+
+    class Busy(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            time.sleep(0.3)
+
+    async def run() -> int:
+        pool = WorkerPool(folder)
+        await pool.submit(_images([1]), time.monotonic(), 5.0)  # connected
+        busy, trigger = socket.socketpair()
+        await asyncio.get_running_loop().connect_accepted_socket(Busy, busy)
+        answer = pool.submit(_images([6]), time.monotonic(), 0.1)
+        await asyncio.sleep(0.001)  # the job goes out
+        trigger.send(b"x")  # read by the loop's next poll, before the worker's answer arrives
+        try:
+            return int((await answer).probabilities.argmax())
+        finally:
+            trigger.close()
+
+    assert uvloop.run(run()) == 6
 
 
 def test_a_job_past_its_deadline_is_called_back_again_once_it_has_left_the_worker(

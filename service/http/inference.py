@@ -8,8 +8,8 @@
    declared body size, the model name and version, and that a queue slot is free and the workers'
    backlog short enough; a request refused here never has its body kept or decoded;
 3. ``Exchange.submit`` gets the whole body, takes a queue slot (refusing, still without decoding, if
-   none is left), decodes the body into validated pixels (so one bad request can never fail a batch),
-   and hands the pixels to a worker (``service.ipc.client``);
+   none is left or the backlog has grown past the timeout since), decodes the body into validated pixels
+   (so one bad request can never fail a batch), and hands the pixels to a worker (``service.ipc.client``);
 4. ``Exchange.answered`` is called with the worker's answer, encodes the reply and gives the slot back;
    ``Exchange.abandon`` does the same for a client that left first;
 5. every reply, answer or error, is counted in the request metrics and handed to the adapter's
@@ -63,6 +63,10 @@ from service.http.served_model import ServedModel
 from service.ipc.client import StillQueued, Ticket, WorkerPool
 
 PREDICT = "/predict"
+# A request is refused at admission when the wait behind the workers' backlog would take more than this
+# share of the request timeout: the rest is for its own batch, which it waits for whole, and the answer's
+# way back. With the whole timeout, half the requests admitted under overload still missed it.
+BACKLOG_SHARE_OF_TIMEOUT = 0.5
 V2_INFER = "/v2/models/{name}/infer"
 V2_VERSION_INFER = "/v2/models/{name}/versions/{version}/infer"
 
@@ -192,18 +196,29 @@ class InferenceHandler:
             raise Unauthorized("missing or wrong API key (send it as X-API-Key)")
 
     def check_capacity(self) -> None:
-        """Refuse a request that finds every queue slot taken, or that would wait longer than the
-        request timeout behind the workers' backlog: refused now rather than queued and abandoned."""
+        """At the headers: refuse a request that finds every queue slot taken, or that would wait
+        longer than the request timeout behind the workers' backlog (refused now rather than queued
+        and abandoned)."""
+        self._check_backlog()
+        if not self.admission.free():
+            raise self._queue_full()
+
+    def take_slot(self) -> None:
+        """Once the body is complete, before it is decoded: the backlog again (requests admitted
+        together at their headers may have filled it since), then a queue slot."""
+        self._check_backlog()
+        if not self.admission.take():
+            raise self._queue_full()
+
+    def _check_backlog(self) -> None:
         timeout = self.config.request_timeout
-        if timeout and self.workers.backlog_s() > timeout:
+        if timeout and self.workers.backlog_s() > BACKLOG_SHARE_OF_TIMEOUT * timeout:
             raise Unavailable(
                 f"the workers' backlog would take longer than the request timeout ({timeout:g} s); retry",
                 reason="overloaded",
             )
-        if not self.admission.free():
-            raise self.queue_full()
 
-    def queue_full(self) -> Unavailable:
+    def _queue_full(self) -> Unavailable:
         return Unavailable(
             f"server is at its queue limit ({self.config.queue_limit} requests); retry", reason="overloaded"
         )
@@ -294,8 +309,10 @@ class Exchange:
         head, self.head = self.head, None
         assert head is not None and not self.replied
         handler = self.handler
-        if not handler.admission.take():  # taken while the body arrived
-            self.fail(handler.queue_full())
+        try:
+            handler.take_slot()
+        except Unavailable as error:
+            self.fail(error)
             return
         self.holds_slot = True
         try:

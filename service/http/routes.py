@@ -129,7 +129,9 @@ class ServerRoutes:
             api_servers=self.handler.admission.api_servers(),
             workers_ready=self.workers_ready(),
         )
-        body = await asyncio.to_thread(render, self.info.metrics_dir, self.info.main_pid, state)
+        # On the event loop (5-15 ms): in a thread it waited for the GIL behind a busy loop, and under
+        # overload a scrape took up to 0.5 s (benchmarks/overload.py, alternated runs).
+        body = render(self.info.metrics_dir, self.info.main_pid, state)
         return Response(body, media_type=CONTENT_TYPE)
 
 

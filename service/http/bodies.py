@@ -24,7 +24,13 @@ import orjson
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from service.http.bounded_cache import BoundedCache
 from service.inputs.images import image_to_pixels
-from service.inputs.pixel_arrays import array_to_pixels, byte_lists, tensor_to_pixels
+from service.inputs.pixel_arrays import (
+    array_to_pixels,
+    batch_shape,
+    byte_lists,
+    contains_booleans,
+    tensor_to_pixels,
+)
 
 IMAGE_TYPES = (
     "image/png",
@@ -142,6 +148,7 @@ def _v2_tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[n
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise Unprocessable("shape must be a list of non-negative integers")
+    batch_shape(shape)  # before any reshape: numpy fails on some shapes a client can send
     count = math.prod(shape)
     dtype = V2_DATATYPES[datatype]
     size = _parameters(spec).get("binary_data_size")
@@ -160,6 +167,8 @@ def _v2_tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[n
         if as_bytes.size != count:
             raise Unprocessable(f"data holds {as_bytes.size} values but shape {shape} needs {count}")
         return as_bytes.reshape(shape), offset
+    if contains_booleans(spec["data"]):  # numpy would take true and false as 1 and 0
+        raise Unprocessable("data must be numbers, not true or false")
     try:
         values = np.asarray(spec["data"])
         if values.dtype.kind in "USV":  # numpy would parse "7" as a number; JSON strings are not numbers
@@ -208,7 +217,7 @@ def parse_v2_infer(
     header_length = headers.get(BINARY_HEADER)
     if header_length is None:
         return _parse_v2(body, memoryview(b""), input_name, output_name, limits)[0]
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
         raise BadRequest("Inference-Header-Content-Length does not fit the body")
     start = int(header_length)
     json_part = body[:start]

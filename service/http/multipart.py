@@ -9,7 +9,7 @@ files and fields, and the refusals follow Starlette's rules.
 
 from __future__ import annotations
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError, MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service.errors import BadRequest, PayloadTooLarge
@@ -40,16 +40,19 @@ def uploaded_files(body: bytes, content_type: str, max_files: int, max_fields: i
         field.clear()
         value.clear()
 
-    parser = MultipartParser(
-        boundary,
-        callbacks={
-            "on_part_begin": lambda: parts.append(_Part()),
-            "on_part_data": lambda data, start, end: parts[-1].data.extend(data[start:end]),
-            "on_header_field": lambda data, start, end: field.extend(data[start:end]),
-            "on_header_value": lambda data, start, end: value.extend(data[start:end]),
-            "on_header_end": on_header_end,
-        },
-    )
+    try:
+        parser = MultipartParser(
+            boundary,
+            callbacks={
+                "on_part_begin": lambda: parts.append(_Part()),
+                "on_part_data": lambda data, start, end: parts[-1].data.extend(data[start:end]),
+                "on_header_field": lambda data, start, end: field.extend(data[start:end]),
+                "on_header_value": lambda data, start, end: value.extend(data[start:end]),
+                "on_header_end": on_header_end,
+            },
+        )
+    except FormParserError as error:  # e.g. a boundary over 256 bytes
+        raise BadRequest(f"malformed multipart body: {error}") from error
     try:
         parser.write(body)
         parser.finalize()

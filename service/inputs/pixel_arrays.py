@@ -7,6 +7,7 @@ already, and silently rounding them would give confident nonsense.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import chain
 
 import numpy as np
@@ -28,12 +29,26 @@ def array_to_pixels(values: object, max_images: int) -> np.ndarray:
         array = None
     if array is not None and array.dtype.kind in "USV":
         raise Unprocessable("pixels must be numbers, not strings")
+    if contains_booleans(values):  # numpy would take true and false as 1 and 0
+        raise Unprocessable("pixels must be numbers, not true or false")
     if array is None or array.dtype.kind not in "iubf":  # e.g. integers too big for int64
         try:
             array = np.asarray(values, dtype=np.float64)
         except (ValueError, TypeError) as error:
             raise Unprocessable("pixels must be a rectangular array of numbers") from error
     return _validated_pixels(array, max_images, integral=True)
+
+
+def contains_booleans(values: object) -> bool:
+    """Whether nested lists hold a JSON true or false (checked off the fast path, which refuses them)."""
+    stack = [values]
+    while stack:
+        item = stack.pop()
+        if type(item) is list:
+            stack.extend(item)
+        elif type(item) is bool:
+            return True
+    return False
 
 
 def byte_lists(values: object) -> np.ndarray | None:
@@ -65,18 +80,24 @@ def byte_lists(values: object) -> np.ndarray | None:
     return np.frombuffer(data, np.uint8).reshape(shape)
 
 
-def _validated_pixels(array: np.ndarray, max_images: int, integral: bool) -> np.ndarray:
-    shape = array.shape
+def batch_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """The ``[N, 1, 28, 28]`` an array of ``shape`` holds; any other shape is a 422."""
+    shape = tuple(shape)
     if shape in ((SIDE, SIDE), (SIDE * SIDE,)):
-        array = array.reshape(1, 1, SIDE, SIDE)
-    elif (len(shape) == 2 and shape[1] == SIDE * SIDE) or (len(shape) == 3 and shape[1:] == (SIDE, SIDE)):
-        array = array.reshape(shape[0], 1, SIDE, SIDE)
-    elif len(shape) == 4 and shape[1:] == (1, SIDE, SIDE):
-        pass
-    else:
-        raise Unprocessable(
-            f"pixels have shape {list(shape)}; expected [28,28], [784], [N,28,28], [N,784] or [N,1,28,28]"
-        )
+        return 1, 1, SIDE, SIDE
+    if (
+        (len(shape) == 2 and shape[1] == SIDE * SIDE)
+        or (len(shape) == 3 and shape[1:] == (SIDE, SIDE))
+        or (len(shape) == 4 and shape[1:] == (1, SIDE, SIDE))
+    ):
+        return shape[0], 1, SIDE, SIDE
+    raise Unprocessable(
+        f"pixels have shape {list(shape)[:8]}; expected [28,28], [784], [N,28,28], [N,784] or [N,1,28,28]"
+    )
+
+
+def _validated_pixels(array: np.ndarray, max_images: int, integral: bool) -> np.ndarray:
+    array = array.reshape(batch_shape(array.shape))
     if array.shape[0] == 0:
         raise Unprocessable("no images in the request")
     if array.shape[0] > max_images:

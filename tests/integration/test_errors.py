@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -22,6 +23,21 @@ def _bomb_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (12_000, 12_000), 255).save(buffer, format="PNG")  # 144 MP, a few hundred KB on the wire
     return buffer.getvalue()
+
+
+JSON = {"content-type": "application/json"}
+TRUE_PIXELS = json.dumps([[True] * 28] * 28).encode()
+LONG_BOUNDARY_BODY = b"--" + b"b" * 300 + b"--\r\n"  # python-multipart refuses boundaries over 256 bytes
+
+
+def _v2_header(shape: list[int], datatype: str = "UINT8", **fields: object) -> bytes:
+    """A v2 infer request's JSON: ``data=...`` for a JSON tensor, ``binary_data_size=...`` for binary."""
+    spec: dict[str, object] = {"name": "pixels", "datatype": datatype, "shape": shape}
+    if "data" in fields:
+        spec["data"] = fields["data"]
+    else:
+        spec["parameters"] = fields
+    return json.dumps({"inputs": [spec]}).encode()
 
 
 CASES = [
@@ -109,6 +125,42 @@ CASES = [
         "not served",
     ),
     (404, "not_found", "GET", "/v2/models/mnist/versions/7", None, {}, "not served"),
+    # Inputs that once reached a 500: each is the client's mistake, so a 4xx.
+    (
+        400,
+        "bad_request",
+        "POST",
+        "/v2/models/mnist/infer",
+        _v2_header([1, 784], binary_data_size=784) + bytes(784),
+        {"inference-header-content-length": "\u00b2"},  # a digit to str.isdigit(), not to int()
+        "inference-header-content-length",
+    ),
+    *(
+        (422, "invalid_input", "POST", "/v2/models/mnist/infer", _v2_header(shape, data=[]), JSON, "shape")
+        for shape in ([2**63, 0], [0, 2**40, 2**40], [2**31 - 1, 2**31 - 1, 0], [0] * 5000)
+    ),
+    (
+        400,
+        "bad_request",
+        "POST",
+        "/predict",
+        LONG_BOUNDARY_BODY,
+        {"content-type": "multipart/form-data; boundary=" + "b" * 300},
+        "boundary",
+    ),
+    (422, "invalid_input", "POST", "/predict", b'{"pixels": %s}' % TRUE_PIXELS, JSON, "true or false"),
+    *(
+        (
+            422,
+            "invalid_input",
+            "POST",
+            "/v2/models/mnist/infer",
+            _v2_header([1, 784], datatype, data=[True] * 784),
+            JSON,
+            "true or false",
+        )
+        for datatype in ("UINT8", "FP32")
+    ),
     (404, "not_found", "GET", "/v2/models/..%2F..%2Fetc/ready", None, {}, ""),
 ]
 

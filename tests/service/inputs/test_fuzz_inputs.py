@@ -6,7 +6,7 @@ import io
 import json
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -125,10 +125,17 @@ tensor_specs = st.fixed_dictionaries(
     {
         "name": st.sampled_from(["pixels", "image", ""]),
         "datatype": st.one_of(st.sampled_from(["UINT8", "FP32", "INT64", "BYTES"]), json_values),
-        "shape": st.one_of(st.lists(st.integers(-2, 800), max_size=4), json_values),
+        # Small dimensions, and ones numpy cannot reshape to (2**40, 2**63, ...).
+        "shape": st.one_of(
+            st.lists(st.one_of(st.integers(-2, 800), st.integers(0, 2**70)), max_size=6), json_values
+        ),
     },
     optional={
-        "data": st.one_of(st.lists(st.floats(-10, 300), max_size=800), json_values),
+        "data": st.one_of(
+            st.lists(st.floats(-10, 300), max_size=800),
+            st.lists(st.one_of(st.integers(0, 255), st.booleans()), max_size=800),
+            json_values,
+        ),
         "parameters": st.one_of(
             st.fixed_dictionaries({"binary_data_size": st.integers(-5, 5000)}), json_values
         ),
@@ -144,11 +151,33 @@ tensor_specs = st.fixed_dictionaries(
     ),
     st.binary(max_size=3200),
     st.booleans(),
+    st.one_of(st.none(), st.text(max_size=4)),  # None: the header's real length
 )
-def test_v2_infer_bodies(payload: dict, binary: bytes, with_binary: bool) -> None:
+# Inputs that once reached a 500, whatever the search finds on a given run.
+@example(
+    {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [2**63, 0], "data": []}]}, b"", False, None
+)
+@example(
+    {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [0, 2**40, 2**40], "data": []}]},
+    b"",
+    False,
+    None,
+)
+@example(
+    {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [0] * 40, "data": []}]}, b"", False, None
+)
+@example(
+    {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 784], "data": [True] * 784}]},
+    b"",
+    False,
+    None,
+)
+@example({"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 784]}]}, bytes(784), True, "\u00b2")
+def test_v2_infer_bodies(payload: dict, binary: bytes, with_binary: bool, header_length: str | None) -> None:
     header = json.dumps(payload).encode()
     body = header + binary if with_binary else header
-    headers = {"inference-header-content-length": str(len(header))} if with_binary else {}
+    declared = str(len(header)) if header_length is None else header_length
+    headers = {"inference-header-content-length": declared} if with_binary else {}
     try:
         request = parse_v2_infer(body, headers, "pixels", "probabilities", LIMITS)
     except ServiceError as error:

@@ -46,6 +46,7 @@ from benchmarks.traffic import Body, bodies, mnist_test_images, v2_json_body  # 
 from service.http import direct  # noqa: E402
 from service.http.admission import Admission  # noqa: E402
 from service.http.bodies import Limits  # noqa: E402
+from service.http.connection_limits import ConnectionLimits  # noqa: E402
 from service.http.direct import DirectHttpProtocol  # noqa: E402
 from service.http.inference import InferenceConfig, InferenceHandler  # noqa: E402
 from service.http.request_metrics import RequestMetrics  # noqa: E402
@@ -120,7 +121,7 @@ def build(socket_dir: Path) -> tuple[Any, InferenceHandler]:
         ServedModel(model, "onnx", runtime_dir),
         RequestMetrics(),
     )
-    return functools.partial(DirectHttpProtocol, handler=handler), handler
+    return functools.partial(DirectHttpProtocol, handler=handler, limits=ConnectionLimits()), handler
 
 
 class Bench:

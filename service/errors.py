@@ -60,6 +60,22 @@ class PayloadTooLarge(ServiceError):
         return cls(f"request body of {declared} bytes exceeds {max_bytes} bytes")
 
 
+class UriTooLong(ServiceError):
+    status, reason = 414, "too_large"
+
+
+class HeadersTooLarge(ServiceError):
+    """Too many header fields, or too many bytes in the request line and headers."""
+
+    status, reason = 431, "too_large"
+
+
+class ClientTooSlow(ServiceError):
+    """The client did not send its request's headers, or its body, in time."""
+
+    status, reason = 408, "client_timeout"
+
+
 class UnsupportedMediaType(ServiceError):
     status, reason = 415, "unsupported_media_type"
 

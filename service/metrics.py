@@ -48,6 +48,7 @@ REJECTION_REASONS = (
     "too_large",
     "unsupported_media_type",
     "invalid_input",
+    "client_timeout",
     "overloaded",
     "timeout",
     "worker_failed",

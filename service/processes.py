@@ -188,9 +188,17 @@ class MnistServer(ls.LitServer):
         self._stopped = False
 
     def serve(
-        self, host: str, port: int, api_servers: int, http_protocol: Any, log_level: str, access_log: bool
+        self,
+        host: str,
+        port: int,
+        api_servers: int,
+        http_protocol: Any,
+        log_level: str,
+        access_log: bool,
+        keep_alive_timeout: float,
     ) -> None:
-        """Run until SIGTERM or SIGINT, then drain."""
+        """Run until SIGTERM or SIGINT, then drain. uvicorn's own keep-alive timer gets
+        ``keep_alive_timeout`` too, so it never closes a connection before ``http_protocol``'s does."""
         main_pid = os.getpid()
 
         def on_signal(signum: int, _frame: Any) -> None:
@@ -212,6 +220,7 @@ class MnistServer(ls.LitServer):
             generate_client_file=False,
             access_log=access_log,
             http=http_protocol,
+            timeout_keep_alive=keep_alive_timeout,
         )
 
     def _init_manager(self, num_api_servers: int) -> Any:

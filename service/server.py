@@ -23,6 +23,7 @@ from service.errors import StartupError
 from service.http.admission import Admission
 from service.http.asgi import front_of_app
 from service.http.bodies import Limits
+from service.http.connection_limits import ConnectionLimits
 from service.http.demo import install_demo_page
 from service.http.direct import DirectHttpProtocol
 from service.http.inference import InferenceConfig, InferenceHandler
@@ -140,7 +141,15 @@ def build_server(
     describe_inference_routes(server.app)
     if settings.demo:
         install_demo_page(server.app)
-    http_protocol = functools.partial(DirectHttpProtocol, handler=handler)
+    limits = ConnectionLimits(
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
+        keep_alive_timeout=settings.keep_alive_timeout,
+    )
+    http_protocol = functools.partial(DirectHttpProtocol, handler=handler, limits=limits)
     return server, http_protocol
 
 
@@ -169,6 +178,7 @@ def serve(settings: Settings) -> int:
             port=settings.port,
             api_servers=api_server_count(settings),
             http_protocol=http_protocol,
+            keep_alive_timeout=settings.keep_alive_timeout,
             log_level=settings.log_level,
             access_log=settings.access_log,
         )

@@ -37,6 +37,13 @@ def _count_or_auto(text: str) -> int:
     return 0 if text.strip().lower() == "auto" else _positive_int(text)
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -58,6 +65,12 @@ class Settings:
     workers: int = 1
     api_servers: int = 0  # 0: auto (service.server.api_server_count)
     max_request_bytes: int = 8 * 1024 * 1024
+    max_url_bytes: int = 8 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
     max_images_per_request: int = 256
     max_image_pixels: int = 25_000_000
     queue_limit: int = 1024
@@ -97,6 +110,25 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
         "use (affinity and cgroup CPU limit), at most 8",
     ),
     "max_request_bytes": (_positive_int, "larger request bodies get 413 before they are read"),
+    "max_url_bytes": (_positive_int, "longer request targets (path and query) get 414"),
+    "max_header_bytes": (
+        _positive_int,
+        "a request line and headers larger than this get 431, refused before they are complete",
+    ),
+    "max_headers": (_positive_int, "requests with more header fields get 431"),
+    "header_timeout": (
+        _positive_float,
+        "seconds a client has from a request's first byte to the end of its headers; then 408, closed",
+    ),
+    "body_timeout": (
+        _positive_float,
+        "seconds a client has from the end of a request's headers to the end of its body; then 408, closed",
+    ),
+    "keep_alive_timeout": (
+        _positive_float,
+        "seconds an idle connection stays open after it was accepted or last answered; only the next "
+        "request's first byte resets it",
+    ),
     "max_images_per_request": (_positive_int, "requests carrying more images get 413"),
     "max_image_pixels": (
         _positive_int,

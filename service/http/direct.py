@@ -9,9 +9,13 @@ whole body) and writes the reply the handler passes back,
 status line, headers and body in one write: no task, future, coroutine or ASGI message per request
 (docs/performance.md).
 
-Everything else stays uvicorn's: parsing, keep-alive, flow control, shutdown, and every other request
-(other routes and methods, ``Expect: 100-continue``, requests pipelined behind one in flight, the
-access log), which reaches the same handler through ``service.http.asgi``.
+Every connection, on either path, is also held to the limits of ``service.http.connection_limits``:
+bytes in a request's head, and one timer per stage (idle, head, body) that no input but the next stage
+resets. uvicorn's parser errors are answered in the service's JSON error format.
+
+Everything else stays uvicorn's: parsing, flow control, shutdown, and every other request (other routes
+and methods, ``Expect: 100-continue``, requests pipelined behind one in flight, the access log), which
+reaches the same handler through ``service.http.asgi``.
 
 This subclass relies on uvicorn internals (the parser callbacks, ``cycle``, ``server_state``);
 ``tests/service/http/test_uvicorn_contract.py`` pins them and says what to re-check on an upgrade.
@@ -19,14 +23,24 @@ This subclass relies on uvicorn internals (the parser callbacks, ``cycle``, ``se
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httptools
+import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from service.errors import PayloadTooLarge
+from service.errors import (
+    BadRequest,
+    ClientTooSlow,
+    HeadersTooLarge,
+    PayloadTooLarge,
+    ServiceError,
+    UriTooLong,
+)
 from service.http.bodies import JSON_HEADERS
+from service.http.connection_limits import ConnectionLimits, Stage, StageTimer
 from service.http.inference import Exchange, InferenceHandler, Route, match
 from service.http.replies import Reply
 
@@ -47,11 +61,19 @@ _JSON_HEAD = b"content-type: application/json\r\n"  # JSON_HEADERS as written
 
 class DirectHttpProtocol(HttpToolsProtocol):
     """uvicorn's ``http=`` protocol, given as ``functools.partial(DirectHttpProtocol, handler=...,
-    max_body_bytes=...)``: uvicorn creates one per connection with its own arguments."""
+    limits=...)``: uvicorn creates one per connection with its own arguments. Every connection, on
+    either path, is held to ``limits`` (``service.http.connection_limits``)."""
 
-    def __init__(self, *args: Any, handler: InferenceHandler, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, handler: InferenceHandler, limits: ConnectionLimits, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.handler = handler
+        self.limits = limits
+        self._stage = StageTimer(self.loop, limits, self._out_of_time)
+        self._head_bytes = 0  # of the request whose head is being read
+        self._headers_completed = False  # within the data_received call in progress
+        self._head_refused: ServiceError | None = None  # raised from a parser callback (_refuse_head)
         self.max_body_bytes = handler.config.max_body_bytes
         self._respond = self._write_reply  # one bound method per connection, not per request
         # The direct request being read or answered on this connection (at most one: requests behind it
@@ -64,6 +86,92 @@ class DirectHttpProtocol(HttpToolsProtocol):
         self._told_to_wait_at = -RETRY_AFTER_S  # when this connection last got a 503
         self._draining = False
 
+    # --- bytes in, and the limits on them ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._stage.start(Stage.IDLE)
+
+    def data_received(self, data: bytes) -> None:
+        started_in = self._stage.stage
+        self._headers_completed = False
+        super().data_received(data)
+        # Bytes of a head still incomplete: httptools keeps them until the head ends, however long.
+        # A chunk that finished a body and began the next head is not counted (at most one read).
+        if self._stage.stage is Stage.HEAD and not self._headers_completed and started_in is not Stage.BODY:
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._close_with_error(
+                    HeadersTooLarge(f"request line and headers exceed {self.limits.max_header_bytes} bytes")
+                )
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.limits.max_url_bytes:
+            self._refuse_head(UriTooLong(f"request target longer than {self.limits.max_url_bytes} bytes"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        if len(self.headers) > self.limits.max_headers:
+            self._refuse_head(HeadersTooLarge(f"more than {self.limits.max_headers} header fields"))
+
+    def _refuse_head(self, error: ServiceError) -> None:
+        """Stop the parser: httptools turns this into a parser error, which uvicorn answers through
+        send_400_response, where ``error`` is answered instead."""
+        self._head_refused = error
+        raise error
+
+    def send_400_response(self, msg: str) -> None:
+        """httptools refused the request (uvicorn answers text/plain): the error format of every answer."""
+        refused, self._head_refused = self._head_refused, None
+        self._close_with_error(refused or BadRequest(msg))
+
+    def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)
+        super().on_response_complete()
+        if not pipelined and self._stage.stage is None and not self.transport.is_closing():
+            self._stage.start(Stage.IDLE)  # only the next request's first byte resets it
+
+    def _out_of_time(self, stage: Stage) -> None:
+        if self.transport.is_closing():
+            return
+        if stage is Stage.IDLE:
+            self.transport.close()
+            return
+        limit = self.limits.header_timeout if stage is Stage.HEAD else self.limits.body_timeout
+        error = ClientTooSlow(f"request {stage.value} not received within {limit:g} s")
+        if stage is Stage.HEAD:  # a new request: answered unless an earlier one's answer is still due
+            self._close_with_error(error, answer=self.cycle is None or self.cycle.response_complete)
+        elif self._collecting and self._exchange is not None:  # a direct request's body
+            self._collecting = False
+            assert self._cycle is not None
+            self._cycle.keep_alive = False
+            self._exchange.fail(error)
+            self.transport.close()
+        else:  # uvicorn's request, or one refused before its body: answered unless it has been
+            self._close_with_error(error, answer=self.cycle is not None and not self.cycle.response_complete)
+
+    def _close_with_error(self, error: ServiceError, answer: bool = True) -> None:
+        """Answer ``error`` (if ``answer``) with Connection: close, and close: this connection cannot
+        go on."""
+        if self.transport.is_closing():
+            return
+        self.handler.metrics.reject(error.reason)
+        if answer:
+            body = orjson.dumps({"error": error.message})
+            self.transport.write(
+                b"".join(
+                    (
+                        STATUS_LINE[error.status],
+                        _default_head(self.server_state.default_headers),
+                        _JSON_HEAD,
+                        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
+                        body,
+                    )
+                )
+            )
+        self.transport.close()
+
     # --- httptools parser callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
@@ -74,6 +182,8 @@ class DirectHttpProtocol(HttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        self._stage.start(Stage.HEAD)
+        self._head_bytes = 0
         self._body = None
         self._collecting = False
 
@@ -92,6 +202,8 @@ class DirectHttpProtocol(HttpToolsProtocol):
         }
 
     def on_headers_complete(self) -> None:
+        self._headers_completed = True
+        self._stage.start(Stage.BODY)
         url = self.url
         if url[:1] == b"/" and b"?" not in url and b"#" not in url:  # the usual request target: a path
             path, query = url, b""
@@ -146,6 +258,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
                 self._exchange.fail(PayloadTooLarge.body(self.max_body_bytes))
 
     def on_message_complete(self) -> None:
+        self._stage.stop()  # nothing more is expected from the client until this is answered
         if self._body is None:
             super().on_message_complete()
             return
@@ -179,6 +292,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stage.stop()
         super().connection_lost(exc)
         exchange, self._exchange = self._exchange, None
         if exchange is not None:  # the client left before its answer

@@ -47,7 +47,19 @@ PINNED = {
         "replaced: DirectHttpProtocol.shutdown keeps idle connections open for DRAIN_GRACE_S; it relies "
         "on the same fields (cycle.response_complete, cycle.keep_alive)",
     ),
-    "data_received": ("010a7ae59a5d3b1a", "feeds the parser that calls the callbacks above"),
+    "data_received": (
+        "010a7ae59a5d3b1a",
+        "feeds the parser that calls the callbacks above, and answers its errors through "
+        "send_400_response; DirectHttpProtocol.data_received counts head bytes around it",
+    ),
+    "connection_made": ("6efb565ff3d36b91", "sets transport; DirectHttpProtocol starts the idle timer after"),
+    "on_url": ("37be44e962b04ca8", "appends to self.url, whose length DirectHttpProtocol bounds (414)"),
+    "on_header": ("65d62c044f61fdbd", "appends to self.headers, whose count DirectHttpProtocol bounds (431)"),
+    "send_400_response": (
+        "ae5a4a3782b646fd",
+        "replaced: DirectHttpProtocol answers parser errors, and the 414/431 raised from on_url and "
+        "on_header through it, as JSON",
+    ),
 }
 
 

@@ -1,0 +1,175 @@
+"""Clients that hold on to an API server, over raw sockets: each is refused or closed as the limits say
+(service/http/connection_limits.py), with the service's JSON error, and the server's memory is what it
+was once they are gone. The timeouts are shortened so that the battery runs in seconds."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .harness import RunningServer, start_server
+
+HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 1.5
+KEEP_ALIVE_S = 1.0
+MAX_URL = 1024
+MAX_HEADER_BYTES = 8192
+MAX_HEADERS = 20
+SLACK_S = 1.0  # scheduling on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(
+        Path(tmp_path_factory.mktemp("hostile")),
+        *("--header-timeout", str(HEADER_TIMEOUT_S), "--body-timeout", str(BODY_TIMEOUT_S)),
+        *("--keep-alive-timeout", str(KEEP_ALIVE_S), "--max-url-bytes", str(MAX_URL)),
+        *("--max-header-bytes", str(MAX_HEADER_BYTES), "--max-headers", str(MAX_HEADERS)),
+    )
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+def _connect(server: RunningServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=30)
+
+
+def _until_closed(sock: socket.socket) -> tuple[float, bytes]:
+    """Seconds until the server closed the connection, and everything it sent before."""
+    started, received = time.monotonic(), b""
+    with sock:
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    return time.monotonic() - started, received
+
+
+def _status_and_error(answer: bytes) -> tuple[int, str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close", headers
+    return int(lines[0].split()[1]), json.loads(body)["error"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "seconds", "status", "stage"),
+    [
+        (b"", KEEP_ALIVE_S, None, ""),  # nothing at all: closed once idle, nothing written
+        (b"P", HEADER_TIMEOUT_S, 408, "head"),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\n", HEADER_TIMEOUT_S, 408, "head"),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", BODY_TIMEOUT_S, 408, "body"),
+        (
+            b"POST /v2/models/mnist/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+            BODY_TIMEOUT_S,
+            408,
+            "body",
+        ),
+        # uvicorn's path answers an unknown route at once, without its body: then idle
+        (b"PUT /other HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", KEEP_ALIVE_S, 404, ""),
+    ],
+    ids=["nothing", "one byte", "part of the headers", "part of a body", "part of a v2 body", "other route"],
+)
+def test_a_stalled_connection_is_closed_within_its_stage_timeout(
+    guarded: RunningServer, sent: bytes, seconds: float, status: int | None, stage: str
+) -> None:
+    sock = _connect(guarded)
+    sock.sendall(sent)
+    waited, answer = _until_closed(sock)
+    assert seconds - 0.2 <= waited <= seconds + SLACK_S, waited
+    if status is None:
+        assert answer == b""
+    elif stage:
+        got_status, error = _status_and_error(answer)
+        assert got_status == status and f"request {stage} not received" in error, (got_status, error)
+    else:
+        assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:100]
+
+
+def test_bytes_that_start_no_request_do_not_keep_an_idle_connection_open(guarded: RunningServer) -> None:
+    sock = _connect(guarded)
+    sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    answered = time.monotonic()
+    with pytest.raises(OSError):  # the server closes while CRLFs keep coming
+        for _ in range(int((KEEP_ALIVE_S + SLACK_S) / 0.1) + 20):
+            sock.sendall(b"\r\n")
+            time.sleep(0.1)
+    assert time.monotonic() - answered <= KEEP_ALIVE_S + SLACK_S + 0.5
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "fragment"),
+    [
+        (b"GET /" + b"a" * MAX_URL + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "request target"),
+        (
+            b"GET /v2/health/live HTTP/1.1\r\n"
+            + b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS + 1))
+            + b"\r\n",
+            431,
+            "header fields",
+        ),
+        (b"GARBAGE\r\n\r\n", 400, "invalid http request"),
+    ],
+    ids=["long request target", "too many headers", "not HTTP"],
+)
+def test_an_oversized_or_malformed_head_gets_its_json_error_and_the_connection_closes(
+    guarded: RunningServer, request_bytes: bytes, status: int, fragment: str
+) -> None:
+    sock = _connect(guarded)
+    sock.sendall(request_bytes)
+    waited, answer = _until_closed(sock)
+    assert waited < 1.0
+    got_status, error = _status_and_error(answer)
+    assert got_status == status and fragment in error.lower(), (got_status, error)
+
+
+def test_a_header_that_never_ends_is_refused_before_it_is_complete(guarded: RunningServer) -> None:
+    # Without the limit the server reads all of it (httptools keeps a header until it ends); with it,
+    # the server closes after MAX_HEADER_BYTES and one read, and the sends fail once the kernel's
+    # buffers between the two sockets (a few MB on loopback) are full.
+    sock = _connect(guarded)
+    sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nX-Big: ")
+    sent = 0
+    with pytest.raises(OSError):
+        while sent < 64 * 2**20:
+            sock.sendall(b"a" * 65536)
+            sent += 65536
+    sock.close()
+
+
+def _tree_rss(server: RunningServer) -> int:
+    root = psutil.Process(server.process.pid)
+    return sum(process.memory_info().rss for process in [root, *root.children(recursive=True)])
+
+
+def test_hundreds_of_slow_clients_are_all_closed_and_leave_no_memory_behind(guarded: RunningServer) -> None:
+    before = _tree_rss(guarded)
+    sockets = []
+    for number in range(400):  # slowloris: each sends a little of its head, or of its body
+        sock = _connect(guarded)
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\n"
+            if number % 2
+            else b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"1" * 60000
+        )
+        sockets.append(sock)
+    ok = _connect(guarded)  # served meanwhile
+    ok.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert ok.recv(65536).startswith(b"HTTP/1.1 200")
+    ok.close()
+    deadline = time.monotonic() + BODY_TIMEOUT_S + 5
+    for sock in sockets:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        _until_closed(sock)  # raises TimeoutError if the server kept it open
+    time.sleep(0.5)
+    grown = _tree_rss(guarded) - before
+    assert grown < 50 * 2**20, f"server tree grew by {grown / 2**20:.0f} MiB"

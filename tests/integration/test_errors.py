@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -181,10 +183,26 @@ def test_blank_image_is_422_not_a_confident_guess(server: RunningServer) -> None
     assert reply.status == 422 and "no digit" in reply.json()["error"]
 
 
-def test_decompression_bomb_is_413(server: RunningServer) -> None:
+def _inflating_png() -> bytes:
+    """A 28x28 header in front of 256 MiB of deflated zeros (260 KB)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 28, 28, 8, 0, 0, 0, 0)
+    data = zlib.compress(bytes(256 * 2**20), 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    ("bomb", "fragment"),
+    [(_bomb_png, "pixels"), (_inflating_png, "inflates to more than")],
+    ids=["declared too large", "inflates past its header"],
+)
+def test_decompression_bomb_is_413(server: RunningServer, bomb, fragment: str) -> None:
     before = _rejected(server, "too_large")
-    reply = server.request("POST", "/predict", _bomb_png(), {"content-type": "image/png"})
-    assert reply.status == 413 and "pixels" in reply.json()["error"]
+    reply = server.request("POST", "/predict", bomb(), {"content-type": "image/png"})
+    assert reply.status == 413 and fragment in reply.json()["error"]
     assert _rejected(server, "too_large") == before + 1
 
 

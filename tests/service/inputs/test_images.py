@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import io
+import struct
+import time
+import zlib
 
 import numpy as np
 import pytest
@@ -147,3 +150,31 @@ def test_fast_png_path_is_pixel_identical_to_pillow(mode: str) -> None:
     with pytest.raises(PayloadTooLarge):
         _fast_png(data, 100)
     assert _fast_png(_save(image.convert("RGBA")), 10_000) is None  # alpha: Pillow's path
+
+
+def _png(width: int, height: int, image_data: bytes) -> bytes:
+    """A grayscale PNG whose IDAT holds ``image_data`` (deflated) whatever its header says."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(image_data, 9))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_png_whose_data_inflates_past_its_header_is_refused_without_inflating_it() -> None:
+    # 256 MiB of zeros behind a 28x28 header: 260 KB on the wire. Decoders inflate all of it.
+    bomb = _png(28, 28, bytes(256 * 2**20))
+    started = time.perf_counter()
+    with pytest.raises(PayloadTooLarge, match="inflates to more than its 28x28 header needs"):
+        decode_image(bomb)
+    assert time.perf_counter() - started < 0.5
+    exact = _png(28, 28, b"".join(b"\x00" + bytes([row]) * 28 for row in range(28)))  # filter byte + row
+    np.testing.assert_array_equal(
+        decode_image(exact), np.repeat(np.arange(28, dtype=np.uint8), 28).reshape(28, 28)
+    )

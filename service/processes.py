@@ -15,8 +15,8 @@ What we replaced, and why (docs/performance.md has the measurements):
 - Its shutdown, which leaves children running on SIGTERM and closes the result transport before the
   API servers have finished their requests: ``MnistServer`` drains in order (API servers first, then
   workers, then LitServe's manager) and exits 0 with no child left behind.
-- Its gzip middleware (answers are small and the API server's CPU is what limits throughput) and its
-  ``/predict``, which our routes own.
+- Its gzip middleware (answers are small and the API server's CPU is what limits throughput), its
+  ``/predict``, which our routes own, and its ``/info``.
 - Nothing watches LitServe's API servers once started: ``MnistServer`` replaces one that dies (with
   LitServe's own ``_start_server``, for one server), after its queue slots are given back
   (``ApiServerHooks.lost``).
@@ -178,6 +178,11 @@ class MnistServer(ls.LitServer):
         self._api_servers: dict[int, Any] = {}  # index -> process (LitServe's uvicorn_workers)
         self._api_server_start: tuple[int, str, list[socket.socket], str, dict[str, Any]] | None = None
         self.app.user_middleware = [m for m in self.app.user_middleware if m.cls is not GZipMiddleware]
+        # LitServe's /info shows its own settings, most of which this server does not use (its queue
+        # timeout, payload limit), open to anyone: the v2 metadata routes describe the model.
+        self.app.router.routes = [
+            r for r in self.app.router.routes if getattr(r, "path", "") != self.info_path
+        ]
         self.uvicorn_graceful_timeout = drain_timeout
         self.drain_timeout = drain_timeout
         # A signal handler may interrupt any code, even a lock-holding Event.set() of an earlier signal,

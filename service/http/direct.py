@@ -204,6 +204,13 @@ class DirectHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._headers_completed = True
         self._stage.start(Stage.BODY)
+        upgrade = self.parser.should_upgrade()
+        if upgrade and any(name in (b"content-length", b"transfer-encoding") for name, _ in self.headers):
+            # No protocol upgrade is served here (h2c, websocket), and httptools, once it sees one,
+            # stops parsing at the end of the headers: the body would be lost and the connection stuck.
+            self._refuse_head(
+                BadRequest("protocol upgrades are not supported; send the request without an Upgrade header")
+            )
         url = self.url
         if url[:1] == b"/" and b"?" not in url and b"#" not in url:  # the usual request target: a path
             path, query = url, b""
@@ -214,8 +221,8 @@ class DirectHttpProtocol(HttpToolsProtocol):
         if route is None:
             self._asgi_scope()
             super().on_headers_complete()
-            if self._draining and self.cycle is not None:
-                self.cycle.keep_alive = False
+            if (self._draining or upgrade) and self.cycle is not None:
+                self.cycle.keep_alive = False  # after an upgrade request httptools parses nothing more
             return
         # While it is incomplete, uvicorn queues pipelined requests behind it, and shutdown() marks it
         # not keep-alive instead of closing the connection.

@@ -173,3 +173,25 @@ def test_hundreds_of_slow_clients_are_all_closed_and_leave_no_memory_behind(guar
     time.sleep(0.5)
     grown = _tree_rss(guarded) - before
     assert grown < 50 * 2**20, f"server tree grew by {grown / 2**20:.0f} MiB"
+
+
+H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+
+
+def test_an_upgrade_request_is_answered_over_http_1_1_and_closed(guarded: RunningServer) -> None:
+    # What curl --http2 sends to an http:// URL. httptools stops parsing at the end of an upgrade
+    # request's headers, so its body would be lost: such a request is refused; one without a body
+    # is answered, and the connection closed after.
+    with_body = _connect(guarded)
+    with_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" + H2C + b"Content-Length: 2\r\n\r\n{}")
+    _, answer = _until_closed(with_body)
+    status, error = _status_and_error(answer)
+    assert status == 400 and "upgrade" in error
+    without_body = _connect(guarded)
+    without_body.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + H2C + b"\r\n")
+    waited, answer = _until_closed(without_body)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"live":true}') and waited < 1.0
+
+
+def test_litserves_info_route_is_not_served(guarded: RunningServer) -> None:
+    assert guarded.request("GET", "/info").status == 404

@@ -90,6 +90,12 @@ def test_litserve_still_adds_a_gzip_middleware_that_mnist_server_removes() -> No
     assert GZipMiddleware.__name__ == "GZipMiddleware"
 
 
+def test_litserve_still_names_its_info_route_that_mnist_server_removes() -> None:
+    assert "self.info_path = info_path" in _source(ls.LitServer.__init__), (
+        "LitServer no longer keeps its /info path in info_path: re-check its removal in MnistServer.__init__"
+    )
+
+
 def test_a_spec_still_replaces_litserves_own_predict_route_and_learns_its_server() -> None:
     register = _source(ls.LitServer._register_spec_endpoints)
     assert "spec._server = self" in register and "spec.endpoints" in register, (

@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from service.inputs.images import decode_image, image_to_pixels, to_mnist
@@ -178,3 +178,17 @@ def test_a_png_whose_data_inflates_past_its_header_is_refused_without_inflating_
     np.testing.assert_array_equal(
         decode_image(exact), np.repeat(np.arange(28, dtype=np.uint8), 28).reshape(28, 28)
     )
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA"])  # L and RGB take the OpenCV path, RGBA Pillow's
+def test_a_large_image_is_shrunk_right_after_decoding_and_keeps_its_digit(mode: str) -> None:
+    # The recipe's float steps on a 5000x5000 RGBA image took 1.7 GB; shrunk to 1024 they take little.
+    image = Image.new(mode, (4100, 3000), "white")
+    ImageDraw.Draw(image).rectangle((1800, 500, 2200, 2500), fill="black")
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    decoded = decode_image(encoded.getvalue())
+    assert max(decoded.shape) <= 1024 and decoded.shape[0] < decoded.shape[1]
+    full_size = to_mnist(np.asarray(image.convert("L")))  # the recipe without the shrinking
+    shrunk = image_to_pixels(encoded.getvalue())
+    assert np.abs(shrunk.astype(int) - full_size.astype(int)).mean() < 8

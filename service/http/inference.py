@@ -22,10 +22,12 @@ their bodies slowly cannot take the slots of the others.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 import typing
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -63,6 +65,12 @@ from service.http.served_model import ServedModel
 from service.ipc.client import StillQueued, Ticket, WorkerPool
 
 PREDICT = "/predict"
+# Image uploads larger than this are decoded in one of DECODE_THREADS threads of their API server, so a
+# large image does not stall the event loop for every other client (Pillow, OpenCV and numpy release the
+# GIL while they work). MNIST-sized images, JSON and v2 tensors are decoded inline: a thread hop would
+# cost them more than it saves.
+OFF_LOOP_DECODE_BYTES = 32 * 1024
+DECODE_THREADS = 2  # also bounds the memory large decodes take at once
 # A request is refused at admission when the wait behind the workers' backlog would take more than this
 # share of the request timeout: the rest is for its own batch, which it waits for whole, and the answer's
 # way back. With the whole timeout, half the requests admitted under overload still missed it.
@@ -144,12 +152,19 @@ class InferenceHandler:
         self.limits = config.limits
         self.admission = Admission(config.queue_limit, config.api_servers)
         self._workers: WorkerPool | None = None
+        self._decoders: ThreadPoolExecutor | None = None
 
     @property
     def workers(self) -> WorkerPool:
         if self._workers is None:  # per API-server process: its connections belong to its event loop
             self._workers = WorkerPool(self.config.socket_dir)
         return self._workers
+
+    @property
+    def decoders(self) -> ThreadPoolExecutor:
+        if self._decoders is None:  # per API-server process: threads do not survive the fork
+            self._decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="decode")
+        return self._decoders
 
     def admit(self, route: Route, method: str, head: RequestHead, respond: Respond) -> Exchange:
         """Decide what a request's head can decide, before its body is read: the method, the API key,
@@ -304,8 +319,9 @@ class Exchange:
         self.replied = False
 
     def submit(self, body: bytes) -> None:
-        """The request's whole body: take a queue slot, decode the body and hand its pixels to a
-        worker. A body that does not decode is answered with its 4xx and gives the slot back."""
+        """The request's whole body: take a queue slot, decode the body (in a decode thread for a
+        large image upload) and hand its pixels to a worker. A body that does not decode is answered
+        with its 4xx and gives the slot back."""
         head, self.head = self.head, None
         assert head is not None and not self.replied
         handler = self.handler
@@ -315,13 +331,34 @@ class Exchange:
             self.fail(error)
             return
         self.holds_slot = True
+        arguments = (self.route, head.headers, body, self.show_pixels)
+        if len(body) > OFF_LOOP_DECODE_BYTES and _is_image_upload(self.route, head.headers):
+            decoding = asyncio.get_running_loop().run_in_executor(
+                handler.decoders, handler.decode, *arguments
+            )
+            decoding.add_done_callback(self._decoded)
+            return
         try:
-            pixels, self.encode = handler.decode(self.route, head.headers, body, self.show_pixels)
+            decoded = handler.decode(*arguments)
         except Exception as error:
             self.fail(error)
             return
-        timeout = handler.config.request_timeout or None
-        self.ticket = handler.workers.send(pixels, time.monotonic(), timeout, self.answered)
+        self._send(decoded)
+
+    def _decoded(self, decoding: asyncio.Future[Decoded]) -> None:
+        if self.replied:  # its client left while it was decoded
+            return
+        try:
+            decoded = decoding.result()
+        except Exception as error:
+            self.fail(error)
+            return
+        self._send(decoded)
+
+    def _send(self, decoded: Decoded) -> None:
+        pixels, self.encode = decoded
+        timeout = self.handler.config.request_timeout or None
+        self.ticket = self.handler.workers.send(pixels, time.monotonic(), timeout, self.answered)
 
     def fail(self, error: Exception) -> None:
         """Answer with ``error`` before the request reached a worker (giving its slot back)."""
@@ -379,6 +416,13 @@ def declared_too_large(content_length: str | None, limit: int) -> PayloadTooLarg
     ):
         return PayloadTooLarge.body(limit, int(content_length))
     return None
+
+
+def _is_image_upload(route: Route, headers: Mapping[str, str]) -> bool:
+    content_type = media_type(headers.get("content-type"))
+    return route is PREDICT_ROUTE and (
+        content_type in IMAGE_TYPES or content_type in ("application/octet-stream", "multipart/form-data")
+    )
 
 
 def _include_pixels(query_string: bytes) -> bool:

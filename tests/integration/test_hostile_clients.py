@@ -4,14 +4,17 @@ was once they are gone. The timeouts are shortened so that the battery runs in s
 
 from __future__ import annotations
 
+import io
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from PIL import Image, ImageDraw
 
 from .harness import RunningServer, start_server
 
@@ -195,3 +198,39 @@ def test_an_upgrade_request_is_answered_over_http_1_1_and_closed(guarded: Runnin
 
 def test_litserves_info_route_is_not_served(guarded: RunningServer) -> None:
     assert guarded.request("GET", "/info").status == 404
+
+
+@pytest.fixture(scope="module")
+def one_api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    running = start_server(Path(tmp_path_factory.mktemp("one-api-server")), "--api-servers", "1")
+    yield running
+    assert running.stop() == 0, running.log()
+
+
+def test_a_large_image_being_decoded_does_not_stall_the_other_clients(one_api_server: RunningServer) -> None:
+    # A 5000x5000 RGBA PNG is 130 KB on the wire and ~0.8 s of decoding: in a decode thread, not on the
+    # event loop that answers everyone else (one API server here, so every client meets that loop).
+    guarded = one_api_server
+    image = Image.new("RGBA", (5000, 5000), "white")
+    ImageDraw.Draw(image).rectangle((2300, 1000, 2700, 4000), fill="black")
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    big = encoded.getvalue()
+    small = json.dumps({"pixels": [[0] * 28] * 14 + [[0] * 13 + [255] * 2 + [0] * 13] * 14}).encode()
+    answers: list[int] = []
+
+    def send_big() -> None:
+        for _ in range(2):
+            answers.append(guarded.request("POST", "/predict", big, {"content-type": "image/png"}).status)
+
+    senders = [threading.Thread(target=send_big) for _ in range(2)]
+    for sender in senders:
+        sender.start()
+    latencies = []
+    while any(sender.is_alive() for sender in senders):
+        started = time.monotonic()
+        reply = guarded.request("POST", "/predict", small, {"content-type": "application/json"})
+        latencies.append(time.monotonic() - started)
+        assert reply.status == 200
+    assert answers == [200] * 4
+    assert len(latencies) > 5 and max(latencies) < 0.5, sorted(latencies)[-5:]

@@ -105,19 +105,9 @@ class DirectHttpProtocol(HttpToolsProtocol):
                     HeadersTooLarge(f"request line and headers exceed {self.limits.max_header_bytes} bytes")
                 )
 
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        if len(self.url) > self.limits.max_url_bytes:
-            self._refuse_head(UriTooLong(f"request target longer than {self.limits.max_url_bytes} bytes"))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        if len(self.headers) > self.limits.max_headers:
-            self._refuse_head(HeadersTooLarge(f"more than {self.limits.max_headers} header fields"))
-
     def _refuse_head(self, error: ServiceError) -> None:
-        """Stop the parser: httptools turns this into a parser error, which uvicorn answers through
-        send_400_response, where ``error`` is answered instead."""
+        """Stop the parser (from a parser callback): httptools turns this into a parser error, which
+        uvicorn answers through send_400_response, where ``error`` is answered instead."""
         self._head_refused = error
         raise error
 
@@ -139,7 +129,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         limit = self.limits.header_timeout if stage is Stage.HEAD else self.limits.body_timeout
-        error = ClientTooSlow(f"request {stage.value} not received within {limit:g} s")
+        error = ClientTooSlow(f"request {stage.label} not received within {limit:g} s")
         if stage is Stage.HEAD:  # a new request: answered unless an earlier one's answer is still due
             self._close_with_error(error, answer=self.cycle is None or self.cycle.response_complete)
         elif self._collecting and self._exchange is not None:  # a direct request's body
@@ -204,6 +194,13 @@ class DirectHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._headers_completed = True
         self._stage.start(Stage.BODY)
+        # Checked once the head is complete (its bytes were bounded as they arrived): cheaper than a
+        # check in every on_url and on_header call.
+        limits = self.limits
+        if len(self.url) > limits.max_url_bytes:
+            self._refuse_head(UriTooLong(f"request target longer than {limits.max_url_bytes} bytes"))
+        if len(self.headers) > limits.max_headers:
+            self._refuse_head(HeadersTooLarge(f"more than {limits.max_headers} header fields"))
         upgrade = self.parser.should_upgrade()
         if upgrade and any(name in (b"content-length", b"transfer-encoding") for name, _ in self.headers):
             # No protocol upgrade is served here (h2c, websocket), and httptools, once it sees one,
@@ -299,7 +296,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stage.stop()
+        self._stage.close()
         super().connection_lost(exc)
         exchange, self._exchange = self._exchange, None
         if exchange is not None:  # the client left before its answer

@@ -52,9 +52,14 @@ class StillQueued(QueueTimeout):
 class ServiceRate:
     """Images per second a worker computes for this API server while it has work from it: the
     answers' images over the time since the previous answer or since the work arrived, smoothed.
-    With the images still in flight it tells how long a new job would wait (``WorkerPool.backlog_s``)."""
+    With the images still in flight it tells how long a new job would wait (``WorkerPool.backlog_s``).
+
+    Only answers of at least ``MIN_SAMPLE_IMAGES`` images are samples: a small batch's time is mostly
+    fixed costs (wake-ups, ``--batch-timeout``'s wait), and one image answered after a 50 ms batch
+    timeout read as 20 images/s, so the first burst after light load was refused as overload."""
 
     SMOOTHING = 0.2
+    MIN_SAMPLE_IMAGES = 64
 
     def __init__(self) -> None:
         self.images_per_s = 0.0  # 0: not measured yet
@@ -65,7 +70,7 @@ class ServiceRate:
 
     def answered(self, images: int, now: float, still_in_flight: int) -> None:
         elapsed = now - self._since
-        if images and elapsed > 0:
+        if images >= self.MIN_SAMPLE_IMAGES and elapsed > 0:
             sample = images / elapsed
             rate = self.images_per_s
             self.images_per_s = sample if not rate else rate + self.SMOOTHING * (sample - rate)

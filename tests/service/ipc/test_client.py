@@ -284,8 +284,19 @@ def test_the_service_rate_counts_only_the_time_the_worker_had_work() -> None:
     rate.answered(100, 11.5, still_in_flight=0)  # 200/s over the next half second, smoothed
     assert rate.images_per_s == 100 + ServiceRate.SMOOTHING * (200 - 100)
     rate.busy_from(20.0)  # idle from 11.5 to 20: not counted
-    rate.answered(10, 20.1, still_in_flight=0)
-    assert rate.images_per_s > 100
+    rate.answered(100, 20.1, still_in_flight=0)
+    assert rate.images_per_s > 140
+
+
+def test_small_answers_are_not_samples_of_the_service_rate() -> None:
+    # One image answered 50 ms after it was sent is a batch timeout, not a rate of 20 images/s.
+    rate = ServiceRate()
+    rate.busy_from(10.0)
+    rate.answered(1, 10.05, still_in_flight=0)
+    assert rate.images_per_s == 0.0  # not measured: the backlog counts as empty
+    rate.busy_from(11.0)
+    rate.answered(ServiceRate.MIN_SAMPLE_IMAGES, 11.01, still_in_flight=0)
+    assert rate.images_per_s == pytest.approx(ServiceRate.MIN_SAMPLE_IMAGES / 0.01)
 
 
 def test_the_backlog_counts_only_images_still_with_the_worker(tmp_path: Path) -> None:

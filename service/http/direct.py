@@ -28,7 +28,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httptools
-import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service.errors import (
@@ -42,7 +41,7 @@ from service.errors import (
 from service.http.bodies import JSON_HEADERS
 from service.http.connection_limits import ConnectionLimits, Stage, StageTimer
 from service.http.inference import Exchange, InferenceHandler, Route, match
-from service.http.replies import Reply
+from service.http.replies import Reply, error_reply
 
 # A request refused before its body was read (a 413, or any refusal on a connection not kept alive)
 # leaves the connection open to read and drop the rest of the body before closing it: most
@@ -148,18 +147,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
             return
         self.handler.metrics.reject(error.reason)
         if answer:
-            body = orjson.dumps({"error": error.message})
-            self.transport.write(
-                b"".join(
-                    (
-                        STATUS_LINE[error.status],
-                        _default_head(self.server_state.default_headers),
-                        _JSON_HEAD,
-                        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
-                        body,
-                    )
-                )
-            )
+            self.transport.write(self._encoded(error_reply(error), keep_alive=False))
         self.transport.close()
 
     # --- httptools parser callbacks -----------------------------------------------------------------
@@ -214,7 +202,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
         else:
             parsed = httptools.parse_url(url)
             path, query = parsed.path, parsed.query or b""
-        route = self._direct_route(path)
+        route = self._direct_route(path, upgrade)
         if route is None:
             self._asgi_scope()
             super().on_headers_complete()
@@ -236,14 +224,14 @@ class DirectHttpProtocol(HttpToolsProtocol):
             self._close_after_body = isinstance(error, PayloadTooLarge)
             self.handler.refuse(route, "POST", error, self._respond)
 
-    def _direct_route(self, path: bytes) -> Route | None:
+    def _direct_route(self, path: bytes, upgrade: bool) -> Route | None:
         if (
             self.parser.get_method() != b"POST"
             or self.expect_100_continue
             or self.access_log
             or self.limit_concurrency is not None
             or (self.cycle is not None and not self.cycle.response_complete)  # keep answers in order
-            or self.parser.should_upgrade()
+            or upgrade
             or b"%" in path  # percent-decoding and its corner cases: uvicorn's path
         ):
             return None
@@ -305,7 +293,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
     # --- writing ------------------------------------------------------------------------------------
 
     def _write_reply(self, reply: Reply) -> None:
-        """Write the status line, the server's default headers (date, server), the reply's and its body."""
+        """Write a reply (``_encoded``), a repeated 503 no sooner than its Retry-After."""
         self._exchange = None
         if reply.status == 503:
             now = self.loop.time()
@@ -323,25 +311,8 @@ class DirectHttpProtocol(HttpToolsProtocol):
         cycle.response_complete = True
         if cycle.disconnected or self.transport.is_closing():
             return
-        headers = reply.headers
-        if headers is JSON_HEADERS:
-            head = _JSON_HEAD
-        else:
-            head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()]).encode("latin-1")
         keep_alive = cycle.keep_alive and not self._close_after_body  # the rest of a refused body is dropped
-        self.transport.write(
-            b"".join(
-                (
-                    STATUS_LINE[reply.status],
-                    _default_head(self.server_state.default_headers),
-                    head,
-                    b"content-length: %d\r\n" % len(reply.body),
-                    b"" if keep_alive else b"connection: close\r\n",
-                    b"\r\n",
-                    reply.body,
-                )
-            )
-        )
+        self.transport.write(self._encoded(reply, keep_alive))
         if not cycle.body_complete:  # refused before its body was read: the rest is dropped as it comes
             if not keep_alive:
                 self._close_after_body = True  # closed once it has been read (on_message_complete)
@@ -351,6 +322,25 @@ class DirectHttpProtocol(HttpToolsProtocol):
             self.on_response_complete()
         else:
             self.transport.close()
+
+    def _encoded(self, reply: Reply, keep_alive: bool) -> bytes:
+        """The status line, the server's default headers (date, server), the reply's and its body."""
+        headers = reply.headers
+        if headers is JSON_HEADERS:
+            head = _JSON_HEAD
+        else:
+            head = "".join([f"{name}: {value}\r\n" for name, value in headers.items()]).encode("latin-1")
+        return b"".join(
+            (
+                STATUS_LINE[reply.status],
+                _default_head(self.server_state.default_headers),
+                head,
+                b"content-length: %d\r\n" % len(reply.body),
+                b"" if keep_alive else b"connection: close\r\n",
+                b"\r\n",
+                reply.body,
+            )
+        )
 
 
 # uvicorn's default headers (date, server) as written, and the list they were written from: uvicorn

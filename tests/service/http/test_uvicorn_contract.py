@@ -53,31 +53,20 @@ PINNED = {
         "send_400_response; DirectHttpProtocol.data_received counts head bytes around it",
     ),
     "connection_made": ("6efb565ff3d36b91", "sets transport; DirectHttpProtocol starts the idle timer after"),
-    "on_url": ("37be44e962b04ca8", "appends to self.url, whose length DirectHttpProtocol bounds (414)"),
-    "on_header": ("65d62c044f61fdbd", "appends to self.headers, whose count DirectHttpProtocol bounds (431)"),
+    "on_url": (
+        "37be44e962b04ca8",
+        "appends to self.url, whose length DirectHttpProtocol checks once the head is complete (414)",
+    ),
+    "on_header": (
+        "65d62c044f61fdbd",
+        "appends to self.headers, whose count DirectHttpProtocol checks once the head is complete (431)",
+    ),
     "send_400_response": (
         "ae5a4a3782b646fd",
-        "replaced: DirectHttpProtocol answers parser errors, and the 414/431 raised from on_url and "
-        "on_header through it, as JSON",
+        "replaced: DirectHttpProtocol answers parser errors, and the 414/431 raised from "
+        "on_headers_complete through it, as JSON",
     ),
 }
-
-
-@pytest.mark.parametrize("name", sorted(PINNED))
-def test_the_uvicorn_methods_direct_http_relies_on_are_unchanged(name: str) -> None:
-    expected, relied_on = PINNED[name]
-    source = inspect.getsource(getattr(HttpToolsProtocol, name))
-    got = hashlib.sha256(source.encode()).hexdigest()[:16]
-    assert got == expected, (
-        f"uvicorn {uvicorn.__version__} changed HttpToolsProtocol.{name}. service/http/direct.py relies on "
-        f"it: {relied_on}. Re-check that, run tests/integration/test_direct_http.py, then pin {got!r} here."
-    )
-
-
-def test_the_module_level_names_direct_http_uses_exist() -> None:
-    assert isinstance(httptools_impl.STATUS_LINE, dict) and httptools_impl.STATUS_LINE[200].startswith(
-        b"HTTP/1.1 200"
-    ), "uvicorn's STATUS_LINE (status code -> encoded status line) changed: re-check DirectHttpProtocol"
 
 
 # uvicorn.Server methods service/http/listener.py relies on, pinned the same way.
@@ -95,11 +84,32 @@ SERVER_PINNED = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SERVER_PINNED))
-def test_the_uvicorn_server_methods_the_drain_relies_on_are_unchanged(name: str) -> None:
-    expected, relied_on = SERVER_PINNED[name]
-    got = hashlib.sha256(inspect.getsource(getattr(uvicorn.Server, name)).encode()).hexdigest()[:16]
+# (class, method, hash, what relies on it, the test to run after re-checking), for every pin above.
+PINS = [
+    (HttpToolsProtocol, name, digest, f"service/http/direct.py relies on it: {note}", "test_direct_http.py")
+    for name, (digest, note) in PINNED.items()
+] + [
+    (uvicorn.Server, name, digest, f"service/http/listener.py relies on it: {note}", "test_supervision.py")
+    for name, (digest, note) in SERVER_PINNED.items()
+]
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "expected", "relied_on", "test"),
+    PINS,
+    ids=lambda value: getattr(value, "__name__", None),
+)
+def test_the_uvicorn_methods_the_service_relies_on_are_unchanged(
+    cls: type, name: str, expected: str, relied_on: str, test: str
+) -> None:
+    got = hashlib.sha256(inspect.getsource(getattr(cls, name)).encode()).hexdigest()[:16]
     assert got == expected, (
-        f"uvicorn {uvicorn.__version__} changed Server.{name}. service/http/listener.py relies on it: "
-        f"{relied_on}. Re-check that, run tests/integration/test_supervision.py, then pin {got!r} here."
+        f"uvicorn {uvicorn.__version__} changed {cls.__name__}.{name}. {relied_on}. Re-check that, run "
+        f"tests/integration/{test}, then pin {got!r} here."
     )
+
+
+def test_the_module_level_names_direct_http_uses_exist() -> None:
+    assert isinstance(httptools_impl.STATUS_LINE, dict) and httptools_impl.STATUS_LINE[200].startswith(
+        b"HTTP/1.1 200"
+    ), "uvicorn's STATUS_LINE (status code -> encoded status line) changed: re-check DirectHttpProtocol"

@@ -90,6 +90,7 @@ def build_server(
             api_key=settings.api_key,
             socket_dir=socket_dir,
             max_body_bytes=settings.max_request_bytes,
+            decode_timeout=settings.decode_timeout,
         ),
         served,
         metrics,

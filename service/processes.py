@@ -50,9 +50,9 @@ from litserve.specs.base import LitSpec
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp
 
-from service.gc_tuning import tune_for_serving
 from service.http.listener import ServesQueuedConnections
 from service.http.routes import Endpoint
+from service.memory_tuning import tune_for_serving
 from service.model.backends import auto_device
 from service.worker.loop import SocketLoop
 from service.worker.runner import ModelRunner

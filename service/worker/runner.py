@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.gc_tuning import tune_for_serving
 from service.ipc.runtime_records import write_runtime_record
+from service.memory_tuning import tune_for_serving
 from service.metrics import Metrics
 from service.model.backends import Backend, load_backend
 from service.model.reload import ModelWatcher

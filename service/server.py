@@ -31,7 +31,7 @@ from service.http.openapi import describe_inference_routes
 from service.http.request_metrics import RequestMetrics
 from service.http.routes import ServerInfo, ServerRoutes, install_error_handlers
 from service.http.served_model import ServedModel
-from service.metrics import prepare_directory, remove_directory
+from service.metrics import name_process, prepare_directory, remove_directory
 from service.model.backends import load_backend
 from service.model.repository import ModelVersion, resolve
 from service.processes import LISTEN_HOSTS, ApiServerHooks, LitWorker, MnistServer, RoutesSpec
@@ -133,7 +133,11 @@ def build_server(
         device=settings.device,
         workers=settings.workers,
         front=front,
-        api_server_hooks=ApiServerHooks(started=handler.admission.claim, lost=_reclaim(handler.admission)),
+        api_server_hooks=ApiServerHooks(
+            started=handler.admission.claim,
+            placed=lambda index, pid: name_process(metrics_dir, pid, f"api-{index}"),
+            lost=_reclaim(handler.admission),
+        ),
         drain_timeout=settings.drain_timeout,
         model_metadata={"name": model.name, "version": model.version, "backend": settings.backend},
     )

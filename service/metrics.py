@@ -62,7 +62,7 @@ def prepare_directory(requested: Path | None) -> Path:
     """Create (or empty) the multiprocess folder and point prometheus_client at it."""
     folder = Path(requested) if requested else Path(tempfile.mkdtemp(prefix="mnist-metrics-"))
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.db"):
+    for stale in [*folder.glob("*.db"), *folder.glob(f"{PROCESS_NAME_PREFIX}*")]:
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     # prometheus_client picks its value class when first imported; choose again now that the folder is set.

@@ -21,6 +21,7 @@ from service.metrics import (
     forget_dead_processes,
     name_process,
     observe_many,
+    prepare_directory,
 )
 from tests.service.registry import samples
 
@@ -100,3 +101,13 @@ def test_processes_are_labelled_by_slot_and_unnamed_children_summed(tmp_path: Pa
         for child in children:
             child.kill()
             child.wait()
+
+
+def test_a_restarted_server_forgets_the_previous_ones_process_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # restored after the test, as is:
+    monkeypatch.setattr(values, "ValueClass", values.ValueClass)
+    name_process(tmp_path, 2**22 + 1, "worker-0")  # a --metrics-dir kept from an earlier run
+    prepare_directory(tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -31,9 +31,10 @@ from service.http.openapi import describe_inference_routes
 from service.http.request_metrics import RequestMetrics
 from service.http.routes import ServerInfo, ServerRoutes, install_error_handlers
 from service.http.served_model import ServedModel
-from service.metrics import name_process, prepare_directory, remove_directory
+from service.metrics import prepare_directory, remove_directory
 from service.model.backends import load_backend
 from service.model.repository import ModelVersion, resolve
+from service.process_metrics import name_process
 from service.processes import LISTEN_HOSTS, ApiServerHooks, LitWorker, MnistServer, RoutesSpec
 from service.settings import Settings
 from service.worker.loop import SocketLoop

@@ -20,10 +20,11 @@ import numpy as np
 
 from service.gc_tuning import tune_for_serving
 from service.ipc.runtime_records import write_runtime_record
-from service.metrics import Metrics, name_process
+from service.metrics import Metrics
 from service.model.backends import Backend, load_backend
 from service.model.reload import ModelWatcher
 from service.model.repository import ModelVersion
+from service.process_metrics import name_process
 from service.worker.batch_metrics import BatchMetrics
 
 log = logging.getLogger(__name__)

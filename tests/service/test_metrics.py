@@ -15,14 +15,12 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.metrics import (
     CONFIDENCE_BUCKETS,
-    HELPERS,
     LATENCY_BUCKETS,
-    ProcessTreeCollector,
     forget_dead_processes,
-    name_process,
     observe_many,
     prepare_directory,
 )
+from service.process_metrics import HELPERS, ProcessTreeCollector, name_process
 from tests.service.registry import samples
 
 AMOUNTS = [

@@ -92,6 +92,23 @@ def test_every_alert_links_to_its_runbook_section() -> None:
             assert rule["alert"] in headings, f"docs/runbook.md has no section for {rule['alert']}"
 
 
+def _amtool_check(tmp_path: Path, inhibit_rules: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "alertmanager.yml"
+    config.write_text("route:\n  receiver: pager\nreceivers:\n  - name: pager\n" + inhibit_rules)
+    return subprocess.run(
+        [require("amtool"), "check-config", str(config)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_runbooks_inhibit_rules_are_valid_alertmanager_config(tmp_path: Path) -> None:
+    (snippet,) = re.findall(r"```yaml\n(inhibit_rules:.*?)```", RUNBOOK.read_text(), re.DOTALL)
+    named = set(re.findall(r"Mnist\w+", snippet))
+    assert named and named <= ALERTS
+    checked = _amtool_check(tmp_path, snippet)
+    assert checked.returncode == 0 and "2 inhibit rules" in checked.stdout, checked.stdout + checked.stderr
+    assert _amtool_check(tmp_path, snippet.replace("equal:", "equals:")).returncode != 0
+
+
 def test_kubernetes_prometheusrule_carries_the_same_rules() -> None:
     plain = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
     operator = yaml.safe_load((DEPLOY / "k8s" / "base" / "prometheusrule.yaml").read_text())["spec"]["groups"]

@@ -99,7 +99,7 @@ def json_to_pixels(body: bytes, limits: Limits, budget: DecodeBudget | None = No
     if len(keys) != 1:
         raise Unprocessable('expected exactly one of "pixels", "image" or "images"')
     if keys[0] == "pixels":
-        return array_to_pixels(payload["pixels"], limits.max_images)
+        return array_to_pixels(payload["pixels"], limits.max_images, body)
     encoded = [payload["image"]] if keys[0] == "image" else payload["images"]
     if not isinstance(encoded, list):
         raise Unprocessable('"images" must be a list of base64 strings')
@@ -141,7 +141,9 @@ def _parameters(holder: dict[str, Any]) -> dict[str, Any]:
     return parameters
 
 
-def _v2_tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
+def _v2_tensor(
+    spec: dict[str, Any], json_text: bytes, binary: memoryview, offset: int
+) -> tuple[np.ndarray, int]:
     datatype = spec.get("datatype")
     if not isinstance(datatype, str) or datatype not in V2_DATATYPES:
         raise Unprocessable(f"datatype {datatype!r} is not supported; send UINT8 or FP32")
@@ -164,7 +166,9 @@ def _v2_tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[n
         return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape), offset + size
     if "data" not in spec:
         raise BadRequest("input has neither data nor binary_data_size")
-    as_bytes = byte_lists(spec["data"])  # the common case: (nested) lists of ints 0..255, checked in C
+    as_bytes = byte_lists(
+        spec["data"], json_text
+    )  # the common case: (nested) lists of ints 0..255, checked in C
     if as_bytes is not None:
         if as_bytes.size != count:
             raise Unprocessable(f"data holds {as_bytes.size} values but shape {shape} needs {count}")
@@ -249,7 +253,7 @@ def _parse_v2(
         raise BadRequest(f"expected exactly one input, {input_name!r}")
     if inputs[0].get("name") != input_name:
         raise BadRequest(f"unknown input {inputs[0].get('name')!r}; this model takes {input_name!r}")
-    tensor, binary_size = _v2_tensor(inputs[0], binary, 0)
+    tensor, binary_size = _v2_tensor(inputs[0], json_part, binary, 0)
     pixels = tensor_to_pixels(tensor, limits.max_images, whole_numbers=inputs[0]["datatype"] == "UINT8")
     binary_output = bool(_parameters(payload).get("binary_data_output", False))
     outputs = payload.get("outputs")

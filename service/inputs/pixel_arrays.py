@@ -18,9 +18,10 @@ SIDE = 28
 MAX_DEPTH = 4  # [N, 1, 28, 28]
 
 
-def array_to_pixels(values: object, max_images: int) -> np.ndarray:
-    """Pixel values (nested lists or an array) -> uint8 [N, 1, 28, 28]; 28x28, 784 or N of either."""
-    as_bytes = byte_lists(values)
+def array_to_pixels(values: object, max_images: int, json_text: bytes | None = None) -> np.ndarray:
+    """Pixel values (nested lists or an array) -> uint8 [N, 1, 28, 28]; 28x28, 784 or N of either.
+    ``json_text``: the JSON ``values`` were parsed from, if any (see ``byte_lists``)."""
+    as_bytes = byte_lists(values, json_text)
     if as_bytes is not None:
         return _validated_pixels(as_bytes, max_images, integral=True)
     try:  # JSON integers become an integer array: no float conversion or rounding checks needed
@@ -40,7 +41,7 @@ def array_to_pixels(values: object, max_images: int) -> np.ndarray:
 
 
 def contains_booleans(values: object) -> bool:
-    """Whether nested lists hold a JSON true or false (checked off the fast path, which refuses them)."""
+    """Whether nested lists hold a JSON true or false (a Python loop: ``byte_lists`` avoids it)."""
     stack = [values]
     while stack:
         item = stack.pop()
@@ -51,12 +52,14 @@ def contains_booleans(values: object) -> bool:
     return False
 
 
-def byte_lists(values: object) -> np.ndarray | None:
+def byte_lists(values: object, json_text: bytes | None = None) -> np.ndarray | None:
     """The common case, fast: rectangular nested lists of ints 0..255 -> a uint8 array; else None.
 
     ``bytes(row)`` checks every value's type and range in C, so this costs about a third of
     ``np.array`` on the same lists plus the range check after it (docs/performance.md). Anything it
-    does not accept goes the general way, which also words the error.
+    does not accept goes the general way, which also words the error. It takes true and false as 1
+    and 0, though: they are looked for value by value only where ``json_text``, the JSON the lists
+    were parsed from, holds either word (or is not given).
     """
     shape: list[int] = []
     item = values
@@ -76,6 +79,8 @@ def byte_lists(values: object) -> np.ndarray | None:
             return None
         data = b"".join(map(bytes, rows))  # type: ignore[arg-type]
     except (TypeError, ValueError):  # not iterable, no len(), not an int, or outside 0..255
+        return None
+    if (json_text is None or b"true" in json_text or b"false" in json_text) and contains_booleans(values):
         return None
     return np.frombuffer(data, np.uint8).reshape(shape)
 

@@ -29,6 +29,7 @@ def _bomb_png() -> bytes:
 
 JSON = {"content-type": "application/json"}
 TRUE_PIXELS = json.dumps([[True] * 28] * 28).encode()
+MIXED_PIXELS = json.dumps([[0] * 27 + [True]] + [[0] * 28] * 27).encode()  # one true among numbers
 LONG_BOUNDARY_BODY = b"--" + b"b" * 300 + b"--\r\n"  # python-multipart refuses boundaries over 256 bytes
 
 
@@ -151,6 +152,7 @@ CASES = [
         "boundary",
     ),
     (422, "invalid_input", "POST", "/predict", b'{"pixels": %s}' % TRUE_PIXELS, JSON, "true or false"),
+    (422, "invalid_input", "POST", "/predict", b'{"pixels": %s}' % MIXED_PIXELS, JSON, "true or false"),
     *(
         (
             422,
@@ -158,6 +160,18 @@ CASES = [
             "POST",
             "/v2/models/mnist/infer",
             _v2_header([1, 784], datatype, data=[True] * 784),
+            JSON,
+            "true or false",
+        )
+        for datatype in ("UINT8", "FP32")
+    ),
+    *(
+        (
+            422,
+            "invalid_input",
+            "POST",
+            "/v2/models/mnist/infer",
+            _v2_header([1, 784], datatype, data=[0] * 783 + [True]),
             JSON,
             "true or false",
         )

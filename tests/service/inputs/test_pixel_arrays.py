@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.errors import Unprocessable
 from service.inputs.pixel_arrays import array_to_pixels, byte_lists
 
 SHAPES = [(28, 28), (784,), (2, 28, 28), (2, 784), (1, 1, 28, 28), (3, 5), (2, 3, 4, 5, 6)]
@@ -75,3 +78,15 @@ def test_valid_integer_lists_take_the_fast_path(shape: tuple[int, ...]) -> None:
 )
 def test_the_general_path_decides_everything_else(values: object) -> None:
     assert byte_lists(values) is None
+
+
+def test_true_and_false_among_whole_numbers_are_refused() -> None:
+    rows = [[0] * 28 for _ in range(28)]
+    rows[3][4] = True
+    text = json.dumps(rows).encode()
+    assert b"true" in text
+    assert byte_lists(rows, text) is None and byte_lists(rows) is None
+    with pytest.raises(Unprocessable, match="true or false"):
+        array_to_pixels(rows, 8, text)
+    rows[3][4] = 1
+    assert byte_lists(rows, json.dumps(rows).encode()) is not None  # no such word: no value-by-value look

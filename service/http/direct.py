@@ -41,6 +41,7 @@ from service.errors import (
 from service.http.bodies import JSON_HEADERS
 from service.http.connection_limits import ConnectionLimits, Stage, StageTimer
 from service.http.inference import Exchange, InferenceHandler, Route, match
+from service.http.log_limits import client_caused_warnings
 from service.http.replies import Reply, error_reply
 
 # A request refused before its body was read (a 413, or any refusal on a connection not kept alive)
@@ -67,6 +68,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
         self, *args: Any, handler: InferenceHandler, limits: ConnectionLimits, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.logger = client_caused_warnings()
         self.handler = handler
         self.limits = limits
         self._stage = StageTimer(self.loop, limits, self._out_of_time)

@@ -236,3 +236,17 @@ def test_an_image_past_its_decoding_budget_gets_413_and_others_are_served(guarde
     small = io.BytesIO()
     Image.new("L", (28, 28)).save(small, format="PNG")
     assert guarded.request("POST", "/predict", small.getvalue(), {"content-type": "image/png"}).status == 200
+
+
+def test_requests_the_parser_refuses_are_not_logged_one_line_each(guarded: RunningServer) -> None:
+    def logged() -> int:
+        return guarded.log().count("Invalid HTTP request received.")
+
+    time.sleep(0.2)
+    before = logged()
+    for _ in range(50):
+        sock = connect(guarded)
+        sock.sendall(b"GARBAGE\r\n\r\n")
+        assert status_and_error(until_closed(sock)[1])[0] == 400
+    time.sleep(0.2)
+    assert logged() >= 1 and logged() - before <= 2  # once per API server within the interval (10 s)

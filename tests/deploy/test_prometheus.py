@@ -70,7 +70,9 @@ def test_every_alert_is_unit_tested() -> None:
 
 def test_kubernetes_prometheusrule_carries_the_same_rules() -> None:
     plain = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
-    operator = yaml.safe_load((DEPLOY / "k8s" / "base" / "prometheusrule.yaml").read_text())["spec"]["groups"]
+    operator = yaml.safe_load(
+        (DEPLOY / "k8s" / "components" / "monitoring" / "prometheusrule.yaml").read_text()
+    )["spec"]["groups"]
     assert operator == plain
 
 

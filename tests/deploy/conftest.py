@@ -6,6 +6,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 import yaml
 
 from ..conftest import ROOT
+from .kserve_schema import KServeSchemas
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
@@ -28,6 +31,8 @@ COMPONENTS = {
 }
 KUSTOMIZATIONS = [*SERVING, *SCORING, *COMPONENTS]
 CRD_PACKAGE = "@kubernetes-models/prometheus-operator@6.0.0"
+# KServe's API types come from its Python SDK (see kserve_schema.py): the release the manifests target.
+KSERVE_VERSION = "0.21.0"
 
 
 def require(tool: str) -> str:
@@ -99,3 +104,32 @@ def crd_validator() -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
         return json.loads(result.stdout)  # type: ignore[no-any-return]
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def kserve_objects() -> list[dict[str, Any]]:
+    """deploy/kserve rendered by the real `kubectl kustomize`."""
+    return _kustomize(require("kubectl"), DEPLOY / "kserve")
+
+
+@pytest.fixture(scope="session")
+def kserve_schemas() -> KServeSchemas:
+    """KServe's API types from its SDK wheel on PyPI, downloaded once into .cache/ (never installed:
+    only its generated model files are read)."""
+    cache = ROOT / ".cache" / "kserve-sdk" / KSERVE_VERSION
+    models = cache / "kserve" / "models"
+    if not models.is_dir():
+        download = cache / "wheel"
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
+        subprocess.run(
+            [*pip, "--dest", str(download), f"kserve=={KSERVE_VERSION}"],
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+        (wheel,) = download.glob(f"kserve-{KSERVE_VERSION}-*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(
+                cache, [name for name in archive.namelist() if name.startswith("kserve/models/")]
+            )
+    return KServeSchemas(models)

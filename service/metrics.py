@@ -3,7 +3,7 @@
 ``prepare_directory`` sets ``PROMETHEUS_MULTIPROC_DIR`` in the main process before any metric
 exists; spawned and forked children inherit it. Metric objects are created once per process by
 ``Metrics()``; ``render`` merges every process's files and adds process metrics for the whole
-server tree.
+server tree (``service.process_metrics``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+from service.process_metrics import PROCESS_NAME_PREFIX, ProcessTreeCollector, forget_dead_process_names
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -60,7 +62,7 @@ def prepare_directory(requested: Path | None) -> Path:
     """Create (or empty) the multiprocess folder and point prometheus_client at it."""
     folder = Path(requested) if requested else Path(tempfile.mkdtemp(prefix="mnist-metrics-"))
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.db"):
+    for stale in [*folder.glob("*.db"), *folder.glob(f"{PROCESS_NAME_PREFIX}*")]:
         stale.unlink()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
     # prometheus_client picks its value class when first imported; choose again now that the folder is set.
@@ -110,10 +112,11 @@ class Metrics:
             ["name", "version", "backend", "device", "provider"],
             multiprocess_mode="livemax",
         )
+        # No version label: a labelled series would appear at 1 with the first refusal, which increase()
+        # and rate() cannot see (they need an earlier sample); the log names the version.
         self.reload_failures = Counter(
             "mnist_model_reload_failures",
-            "Newer model versions refused (checksum, contract or load).",
-            ["version"],
+            "Newer model versions a worker refused to switch to (checksum, contract or load).",
         )
         # Series exist from the start, at 0, so that rate() and alerts see the first rejection too.
         for reason in REJECTION_REASONS:
@@ -147,54 +150,13 @@ def observe_many(histogram: Histogram, amounts: np.ndarray) -> None:
         histogram._buckets[index].inc(int(counts[index]))
 
 
-class ProcessTreeCollector:
-    """Process metrics for the main process and all of its children (API servers, workers).
-
-    prometheus_client's own process collector only describes the process that was scraped, which in
-    a multi-process server is whichever API server answered.
-    """
-
-    def __init__(self, root_pid: int) -> None:
-        self.root_pid = root_pid
-
-    def _processes(self) -> Iterator[tuple[psutil.Process, str]]:
-        try:
-            root = psutil.Process(self.root_pid)
-            yield root, "main"
-            for child in root.children(recursive=True):
-                yield child, "child"
-        except psutil.Error:
-            return
-
-    def collect(self) -> Iterable[Metric]:
-        rss = GaugeMetricFamily(
-            "mnist_process_resident_memory_bytes", "Resident memory.", labels=["pid", "role"]
-        )
-        cpu = GaugeMetricFamily("mnist_process_cpu_seconds_total", "CPU time used.", labels=["pid", "role"])
-        fds = GaugeMetricFamily("mnist_process_open_fds", "Open file descriptors.", labels=["pid", "role"])
-        start = GaugeMetricFamily(
-            "mnist_process_start_time_seconds", "Start time (Unix).", labels=["pid", "role"]
-        )
-        for process, role in self._processes():
-            try:
-                with process.oneshot():
-                    labels = [str(process.pid), role]
-                    times = process.cpu_times()
-                    rss.add_metric(labels, process.memory_info().rss)
-                    cpu.add_metric(labels, times.user + times.system)
-                    fds.add_metric(labels, process.num_fds())
-                    start.add_metric(labels, process.create_time())
-            except psutil.Error:
-                continue
-        return [rss, cpu, fds, start]
-
-
 def forget_dead_processes(folder: Path) -> None:
-    """Drop live-gauge files of processes that are gone (a restarted worker, an exited server)."""
+    """Drop live-gauge files and names of processes that are gone (a restarted worker, an exited server)."""
     pids = {int(m.group(1)) for path in folder.glob("gauge_live*.db") if (m := PID_FILE.search(path.name))}
     for pid in pids:
         if not psutil.pid_exists(pid):
             multiprocess.mark_process_dead(pid, str(folder))
+    forget_dead_process_names(folder)
 
 
 @dataclass(frozen=True)
@@ -222,6 +184,6 @@ def render(folder: Path, root_pid: int, state: ServerState) -> bytes:
     forget_dead_processes(folder)
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(folder))
-    registry.register(ProcessTreeCollector(root_pid))
+    registry.register(ProcessTreeCollector(root_pid, folder))
     registry.register(state)
     return generate_latest(registry)

@@ -50,9 +50,9 @@ from litserve.specs.base import LitSpec
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp
 
-from service.gc_tuning import tune_for_serving
 from service.http.listener import ServesQueuedConnections
 from service.http.routes import Endpoint
+from service.memory_tuning import tune_for_serving
 from service.model.backends import auto_device
 from service.worker.loop import SocketLoop
 from service.worker.runner import ModelRunner
@@ -133,7 +133,8 @@ class LitWorker(ls.LitAPI):
         self.runner = runner
 
     def setup(self, device: str) -> None:
-        self.runner.setup(device)
+        # LitServe's inference_worker sets this before setup(); a replacement worker gets its slot's id.
+        self.runner.setup(device, worker_id=int(os.environ.get("LITSERVE_WORKER_ID", "0")))
 
     def predict(self, x: Any, **kwargs: Any) -> Any:  # LitServe's request path, which nothing takes
         raise NotImplementedError("inference runs in service.worker.loop")
@@ -141,10 +142,12 @@ class LitWorker(ls.LitAPI):
 
 @dataclass(frozen=True)
 class ApiServerHooks:
-    """What the server assembly does when an API server process starts (in that process) and when one
-    is found dead (in the main process, with its pid, before its replacement starts)."""
+    """What the server assembly does when an API server process starts (in that process), when one is
+    placed in a slot (in the main process, with the slot's index and its pid, a replacement's included)
+    and when one is found dead (in the main process, with its pid, before its replacement starts)."""
 
     started: Callable[[], None]
+    placed: Callable[[int, int], None]
     lost: Callable[[int], None]
 
 
@@ -253,6 +256,8 @@ class MnistServer(ls.LitServer):
         """LitServe's, remembering how it was called, so that an API server that dies can be replaced."""
         self._api_server_start = (port, log_level, sockets, uvicorn_worker_type, kwargs)
         self._api_servers = self._start_api_servers(num_uvicorn_servers)
+        for index, process in self._api_servers.items():
+            self.api_server_hooks.placed(index, process.pid)
         return self._api_servers
 
     def _start_api_servers(self, count: int) -> dict[int, Any]:
@@ -280,6 +285,7 @@ class MnistServer(ls.LitServer):
                     self.api_server_hooks.lost(process.pid)
                     (replacement,) = self._start_api_servers(1).values()
                     self._api_servers[index] = replacement
+                    self.api_server_hooks.placed(index, replacement.pid)
 
     def _prepare_app_run(self, app: Any) -> None:
         """Put ``front`` before the whole FastAPI stack of each API server's app (its error, telemetry

@@ -34,6 +34,7 @@ from service.http.served_model import ServedModel
 from service.metrics import prepare_directory, remove_directory
 from service.model.backends import load_backend
 from service.model.repository import ModelVersion, resolve
+from service.process_metrics import name_process
 from service.processes import LISTEN_HOSTS, ApiServerHooks, LitWorker, MnistServer, RoutesSpec
 from service.settings import Settings
 from service.worker.loop import SocketLoop
@@ -96,6 +97,7 @@ def build_server(
             api_key=settings.api_key,
             socket_dir=socket_dir,
             max_body_bytes=settings.max_request_bytes,
+            decode_timeout=settings.decode_timeout,
         ),
         served,
         metrics,
@@ -138,7 +140,11 @@ def build_server(
         device=settings.device,
         workers=settings.workers,
         front=front,
-        api_server_hooks=ApiServerHooks(started=handler.admission.claim, lost=_reclaim(handler.admission)),
+        api_server_hooks=ApiServerHooks(
+            started=handler.admission.claim,
+            placed=lambda index, pid: name_process(metrics_dir, pid, f"api-{index}"),
+            lost=_reclaim(handler.admission),
+        ),
         drain_timeout=settings.drain_timeout,
         model_metadata={"name": model.name, "version": model.version, "backend": settings.backend},
     )

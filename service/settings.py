@@ -73,6 +73,7 @@ class Settings:
     keep_alive_timeout: float = 5.0
     max_images_per_request: int = 256
     max_image_pixels: int = 25_000_000
+    decode_timeout: float = 5.0
     queue_limit: int = 1024
     request_timeout: float = 30.0
     drain_timeout: float = 20.0
@@ -133,6 +134,10 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
     "max_image_pixels": (
         _positive_int,
         "images larger than this (width x height) get 413: stops decompression bombs",
+    ),
+    "decode_timeout": (
+        _positive_float,
+        "seconds a request's images may take to decode; then 413 (a 25-megapixel photo takes well under 1 s)",
     ),
     "queue_limit": (
         _positive_int,

@@ -23,7 +23,7 @@ import orjson
 
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
 from service.http.bounded_cache import BoundedCache
-from service.inputs.images import image_to_pixels
+from service.inputs.images import DecodeBudget, image_to_pixels
 from service.inputs.pixel_arrays import (
     array_to_pixels,
     batch_shape,
@@ -80,15 +80,17 @@ def _stack(images: list[np.ndarray]) -> np.ndarray:
     return np.stack(images)[:, None, :, :]
 
 
-def images_to_pixels(blobs: list[bytes], limits: Limits) -> np.ndarray:
+def images_to_pixels(blobs: list[bytes], limits: Limits, budget: DecodeBudget | None = None) -> np.ndarray:
+    """Decode image files within ``budget`` (by default: ``limits.max_pixels`` each, no time limit)."""
     if not blobs:
         raise BadRequest("no images in the request")
     if len(blobs) > limits.max_images:
         raise PayloadTooLarge(f"{len(blobs)} images in one request; the limit is {limits.max_images}")
-    return _stack([image_to_pixels(blob, limits.max_pixels) for blob in blobs])
+    budget = budget or DecodeBudget(limits.max_pixels)
+    return _stack([image_to_pixels(blob, budget) for blob in blobs])
 
 
-def json_to_pixels(body: bytes, limits: Limits) -> np.ndarray:
+def json_to_pixels(body: bytes, limits: Limits, budget: DecodeBudget | None = None) -> np.ndarray:
     """``{"pixels": ...}``, ``{"image": "<base64>"}`` or ``{"images": ["<base64>", ...]}``."""
     payload = _parse_json(body)
     if not isinstance(payload, dict):
@@ -103,7 +105,7 @@ def json_to_pixels(body: bytes, limits: Limits) -> np.ndarray:
         raise Unprocessable('"images" must be a list of base64 strings')
     if len(encoded) > limits.max_images:
         raise PayloadTooLarge(f"{len(encoded)} images in one request; the limit is {limits.max_images}")
-    return images_to_pixels([_decode_base64(text, i) for i, text in enumerate(encoded)], limits)
+    return images_to_pixels([_decode_base64(text, i) for i, text in enumerate(encoded)], limits, budget)
 
 
 def predictions_body(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
 import time
 import typing
 from collections.abc import Callable, Mapping
@@ -62,15 +63,17 @@ from service.http.multipart import uploaded_files
 from service.http.replies import Reply, error_reply
 from service.http.request_metrics import RequestMetrics
 from service.http.served_model import ServedModel
+from service.inputs.images import DecodeBudget, DecodeElsewhere
 from service.ipc.client import StillQueued, Ticket, WorkerPool
 
 PREDICT = "/predict"
-# Image uploads larger than this are decoded in one of DECODE_THREADS threads of their API server, so a
-# large image does not stall the event loop for every other client (Pillow, OpenCV and numpy release the
-# GIL while they work). MNIST-sized images, JSON and v2 tensors are decoded inline: a thread hop would
-# cost them more than it saves.
-OFF_LOOP_DECODE_BYTES = 32 * 1024
-DECODE_THREADS = 2  # also bounds the memory large decodes take at once
+# A request's image files are decoded on the event loop while they declare at most this many pixels in
+# all (MNIST-sized uploads: a thread hop would cost them more than it saves); larger ones in one of
+# DECODE_THREADS threads of their API server, so they never stall the other clients (Pillow, OpenCV and
+# numpy release the GIL while they work). The threads also bound the memory decoding takes at once: at
+# most DECODE_THREADS images of --max-image-pixels (4 bytes a pixel at most, as Pillow holds them).
+INLINE_DECODE_PIXELS = 512 * 512
+DECODE_THREADS = 2
 # A request is refused at admission when the wait behind the workers' backlog would take more than this
 # share of the request timeout: the rest is for its own batch, which it waits for whole, and the answer's
 # way back. With the whole timeout, half the requests admitted under overload still missed it.
@@ -140,6 +143,7 @@ class InferenceConfig:
     api_key: str | None
     socket_dir: Path  # where the inference workers listen (service.ipc.sockets)
     max_body_bytes: int  # Content-Length over this is a 413 before the body is read
+    decode_timeout: float = math.inf  # seconds a request's images may take to decode (then 413)
 
 
 class InferenceHandler:
@@ -238,11 +242,23 @@ class InferenceHandler:
             f"server is at its queue limit ({self.config.queue_limit} requests); retry", reason="overloaded"
         )
 
-    def decode(self, route: Route, headers: Mapping[str, str], body: bytes, show_pixels: bool) -> Decoded:
+    def decode_budget(self) -> DecodeBudget:
+        """A /predict request's budget for decoding its images, from the end of its body."""
+        return DecodeBudget(self.limits.max_pixels, self.config.decode_timeout, INLINE_DECODE_PIXELS)
+
+    def decode(
+        self,
+        route: Route,
+        headers: Mapping[str, str],
+        body: bytes,
+        show_pixels: bool,
+        budget: DecodeBudget | None,
+    ) -> Decoded:
         """A request's validated pixels (so one bad request can never fail a batch), and how its
-        answer is encoded."""
+        answer is encoded; its image files are decoded within ``budget``."""
         if route is PREDICT_ROUTE:
-            pixels = self._predict_pixels(headers, body)
+            assert budget is not None
+            pixels = self._predict_pixels(headers, body, budget)
             shown = pixels if show_pixels else None
 
             def encode_predictions(rows: np.ndarray, version: str) -> Reply:
@@ -258,7 +274,7 @@ class InferenceHandler:
 
         return request.pixels, encode_v2
 
-    def _predict_pixels(self, headers: Mapping[str, str], body: bytes) -> np.ndarray:
+    def _predict_pixels(self, headers: Mapping[str, str], body: bytes, budget: DecodeBudget) -> np.ndarray:
         content_type = media_type(headers.get("content-type"))
         limits = self.limits
         if content_type == "multipart/form-data":
@@ -268,11 +284,11 @@ class InferenceHandler:
                 max_files=limits.max_images + 1,  # one more than allowed: images_to_pixels words the 413
                 max_fields=limits.max_images + 16,
             )
-            return images_to_pixels(blobs, limits)
+            return images_to_pixels(blobs, limits, budget)
         if content_type in IMAGE_TYPES or content_type == "application/octet-stream":
-            return images_to_pixels([body], limits)
+            return images_to_pixels([body], limits, budget)
         if content_type == "application/json" or content_type.endswith("+json"):
-            return json_to_pixels(body, limits)
+            return json_to_pixels(body, limits, budget)
         raise UnsupportedMediaType(
             f"unsupported content type {content_type or '(none)'!r}; send multipart/form-data, "
             "an image/* body, or application/json"
@@ -319,9 +335,9 @@ class Exchange:
         self.replied = False
 
     def submit(self, body: bytes) -> None:
-        """The request's whole body: take a queue slot, decode the body (in a decode thread for a
-        large image upload) and hand its pixels to a worker. A body that does not decode is answered
-        with its 4xx and gives the slot back."""
+        """The request's whole body: take a queue slot, decode the body (its large images in a decode
+        thread) and hand its pixels to a worker. A body that does not decode is answered with its 4xx
+        and gives the slot back."""
         head, self.head = self.head, None
         assert head is not None and not self.replied
         handler = self.handler
@@ -332,14 +348,16 @@ class Exchange:
             return
         self.holds_slot = True
         arguments = (self.route, head.headers, body, self.show_pixels)
-        if len(body) > OFF_LOOP_DECODE_BYTES and _is_image_upload(self.route, head.headers):
+        budget = handler.decode_budget() if self.route is PREDICT_ROUTE else None
+        try:
+            decoded = handler.decode(*arguments, budget)
+        except DecodeElsewhere:  # nothing was decoded yet: all of it again, in a thread
+            assert budget is not None
             decoding = asyncio.get_running_loop().run_in_executor(
-                handler.decoders, handler.decode, *arguments
+                handler.decoders, handler.decode, *arguments, budget.elsewhere()
             )
             decoding.add_done_callback(self._decoded)
             return
-        try:
-            decoded = handler.decode(*arguments)
         except Exception as error:
             self.fail(error)
             return
@@ -416,13 +434,6 @@ def declared_too_large(content_length: str | None, limit: int) -> PayloadTooLarg
     ):
         return PayloadTooLarge.body(limit, int(content_length))
     return None
-
-
-def _is_image_upload(route: Route, headers: Mapping[str, str]) -> bool:
-    content_type = media_type(headers.get("content-type"))
-    return route is PREDICT_ROUTE and (
-        content_type in IMAGE_TYPES or content_type in ("application/octet-stream", "multipart/form-data")
-    )
 
 
 def _include_pixels(query_string: bytes) -> bool:

@@ -7,7 +7,6 @@ answered before FastAPI (``service.http.inference``) and described in ``service.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from service.http.inference import InferenceHandler
 from service.http.replies import as_response, error_reply, json_reply
 from service.http.request_metrics import RequestMetrics
 from service.http.served_model import ServedModel
+from service.http.shared_renders import SharedRenders
 from service.ipc.sockets import worker_sockets
 from service.metrics import CONTENT_TYPE, REQUEST_METRICS_SCRAPE_WAIT_S, ServerState, render
 
@@ -30,6 +30,7 @@ SERVER_NAME = "mnist-serving"
 # API servers: a worker in the middle of a long batch answers after it, and a scrape must not queue
 # behind inference (it then shows what the workers wrote so far, at most 0.5 s old).
 METRICS_FLUSH_TIMEOUT_S = REQUEST_METRICS_SCRAPE_WAIT_S
+SCRAPE_TICK_S = 0.1  # scrapes due within one tick share a render (service.http.shared_renders)
 Endpoint = tuple[str, Callable[..., Awaitable[Response]], list[str]]  # path, handler, methods
 
 
@@ -53,6 +54,7 @@ class ServerRoutes:
         self.model = model
         self.handler = handler
         self.workers_ready = workers_ready  # inference workers with their model loaded
+        self._renders = SharedRenders(self._render_metrics, REQUEST_METRICS_SCRAPE_WAIT_S, SCRAPE_TICK_S)
 
     def endpoints(self) -> list[Endpoint]:
         endpoints: list[Endpoint] = []
@@ -119,11 +121,11 @@ class ServerRoutes:
         )
 
     async def metrics(self) -> Response:
-        # Workers hold batch metrics until asked; API servers write theirs within an interval.
-        await asyncio.gather(
-            self.handler.workers.flush_metrics(METRICS_FLUSH_TIMEOUT_S),
-            asyncio.sleep(REQUEST_METRICS_SCRAPE_WAIT_S),
-        )
+        # API servers write their request metrics within an interval: a render waits that long.
+        return Response(await self._renders.get(), media_type=CONTENT_TYPE)
+
+    async def _render_metrics(self) -> bytes:
+        await self.handler.workers.flush_metrics(METRICS_FLUSH_TIMEOUT_S)  # they hold batch metrics
         state = ServerState(
             in_flight=self.handler.admission.in_flight(),
             api_servers=self.handler.admission.api_servers(),
@@ -131,8 +133,7 @@ class ServerRoutes:
         )
         # On the event loop (5-15 ms): in a thread it waited for the GIL behind a busy loop, and under
         # overload a scrape took up to 0.5 s (benchmarks/overload.py, alternated runs).
-        body = render(self.info.metrics_dir, self.info.main_pid, state)
-        return Response(body, media_type=CONTENT_TYPE)
+        return render(self.info.metrics_dir, self.info.main_pid, state)
 
 
 def _json(payload: dict[str, Any]) -> Response:

@@ -10,7 +10,9 @@ background) passes through unchanged, as do pixel arrays, which are raw model in
 from __future__ import annotations
 
 import io
+import math
 import struct
+import time
 import zlib
 
 import cv2
@@ -30,9 +32,64 @@ DEFAULT_MAX_PIXELS = 25_000_000
 MAX_WORKING_SIDE = 1024
 
 
-# The size limit is ours (max_pixels, checked after the header is read and before any pixel is
+# The size limit is ours (DecodeBudget, checked after the header is read and before any pixel is
 # decompressed); PIL's own global limit would only add a warning filter to every decode.
 Image.MAX_IMAGE_PIXELS = None
+
+
+class DecodeElsewhere(Exception):
+    """An image declares more pixels than its caller decodes on its own thread (an API server's
+    event loop, which every other client shares); raised before any pixel is decoded."""
+
+
+class DecodeBudget:
+    """What decoding one request's images may cost: pixels per image (413 from the image's header,
+    before anything is decompressed), wall time in all (413 once spent: checked between the decoder's
+    reads and after each step, so one step may overrun it), and optionally pixels in all on the
+    calling thread (beyond them, ``DecodeElsewhere``)."""
+
+    __slots__ = ("deadline", "max_pixels", "pixels_here", "seconds")
+
+    def __init__(
+        self, max_pixels: int = DEFAULT_MAX_PIXELS, seconds: float = math.inf, pixels_here: float = math.inf
+    ) -> None:
+        self.max_pixels = max_pixels
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.pixels_here = pixels_here
+
+    def elsewhere(self) -> DecodeBudget:
+        """The same budget for a thread of its own: the same deadline, no cap on pixels in all."""
+        budget = DecodeBudget(self.max_pixels, self.seconds)
+        budget.deadline = self.deadline
+        return budget
+
+    def admit(self, width: int, height: int) -> None:
+        pixels = width * height
+        if pixels > self.max_pixels:
+            raise PayloadTooLarge(
+                f"image is {width}x{height} pixels; the limit is {self.max_pixels:,} pixels"
+            )
+        if pixels > self.pixels_here:
+            raise DecodeElsewhere
+        self.pixels_here -= pixels
+
+    def check_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise PayloadTooLarge(f"image takes more than the {self.seconds:g} s decoding budget")
+
+
+class _TimedReader(io.BytesIO):
+    """The image file as Pillow's decoders read it, a block at a time: the decoding budget is checked
+    before each block."""
+
+    def __init__(self, data: bytes, budget: DecodeBudget) -> None:
+        super().__init__(data)
+        self.budget = budget
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.budget.check_time()
+        return super().read(size)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -43,14 +100,12 @@ PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
 MAX_PNG_CHUNKS = 10_000  # libpng writes 8 KiB IDAT chunks: about 1,000 in an 8 MiB body
 
 
-def _check_png_data(data: bytes, max_pixels: int) -> None:
+def _check_png_data(data: bytes, width: int, height: int, budget: DecodeBudget) -> None:
     """Refuse a PNG whose image data inflates to more than its header needs. Decoders inflate all of
     it (libpng reads the stream to its end after the last row), so 8 MB of deflated zeros behind a
     28x28 header took an API server 19 s and 8 GB of inflating. One bounded pass of zlib: it stops
     at the size the header needs, so it costs about what the decoder's own inflating does."""
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    if width * height > max_pixels:
-        raise PayloadTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+    depth, colour, _, _, interlace = struct.unpack(">BBBBB", data[24:29])
     channels = PNG_CHANNELS.get(colour)
     if channels is None or depth not in (1, 2, 4, 8, 16):
         return  # the decoder refuses it, with its own words
@@ -78,61 +133,67 @@ def _check_png_data(data: bytes, max_pixels: int) -> None:
                     f"PNG image data inflates to more than its {width}x{height} header needs"
                 )
             pending = inflater.unconsumed_tail
+            budget.check_time()
     except zlib.error:
         return  # corrupt: the decoder words the error
 
 
-def _fast_png(data: bytes, max_pixels: int) -> np.ndarray | None:
-    """8-bit grayscale or RGB PNGs (no alpha) through OpenCV, pixel-identical to Pillow; else None.
+def _fast_png(data: bytes) -> np.ndarray | None:
+    """8-bit grayscale or RGB PNGs (no alpha) through OpenCV, pixel-identical to Pillow up to
+    MAX_WORKING_SIDE (larger ones are shrunk in colour first, as Pillow's path does); else None.
 
     Pillow spends ~40 µs of Python per small image before and after decoding; OpenCV ~8 µs.
     """
-    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        return None
-    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    depth, colour = data[24], data[25]
     if depth != 8 or colour not in (PNG_GRAY, PNG_RGB):
         return None
-    if width * height > max_pixels:
-        raise PayloadTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         return None  # let Pillow produce the precise error
     if colour == PNG_GRAY and array.ndim == 2:
-        return array
+        return _shrunk_array(array)
     if colour == PNG_RGB and array.ndim == 3 and array.shape[2] == 3:
-        bgr = array.astype(np.uint32)
+        # Shrunk first: the luma below takes 12 bytes a pixel (1.2 GB for 25 MP at full size).
+        bgr = _shrunk_array(array).astype(np.uint32)
         # Pillow's RGB -> L: ITU-R 601-2 luma in 16-bit fixed point, rounded.
         luma = (bgr[..., 2] * 19595 + bgr[..., 1] * 38470 + bgr[..., 0] * 7471 + 0x8000) >> 16
         return luma.astype(np.uint8)
     return None
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to grayscale in [0, 255] (uint8, or float64 for other depths), refusing
-    decompression bombs from the header, before decompressing."""
+def decode_image(data: bytes, budget: DecodeBudget | None = None) -> np.ndarray:
+    """Decode an image file to grayscale in [0, 255] (uint8, or float64 for other depths), within
+    ``budget``: its size is checked from the header, before anything is decompressed."""
+    budget = budget or DecodeBudget()
     if not data:
         raise BadRequest("empty image")
-    if len(data) >= 33 and data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR":
-        _check_png_data(data, max_pixels)
-    fast = _fast_png(data, max_pixels)
-    if fast is not None:
-        return _shrunk_array(fast)
+    png = len(data) >= 33 and data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR"
+    if png:
+        width, height = struct.unpack(">II", data[16:24])
+        budget.admit(width, height)
+        _check_png_data(data, width, height, budget)
+        fast = _fast_png(data)
+        if fast is not None:
+            budget.check_time()
+            return fast
     try:
-        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-        width, height = image.size
-        if width * height > max_pixels:
-            raise PayloadTooLarge(f"image is {width}x{height} pixels; the limit is {max_pixels:,} pixels")
+        image = Image.open(_TimedReader(data, budget), formats=SUPPORTED_FORMATS)
+        if not png:  # a PNG was admitted from its header above
+            budget.admit(*image.size)
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)  # first frame of an animation
         image.draft(None, (MAX_WORKING_SIDE, MAX_WORKING_SIDE))  # a JPEG decodes at 1/2..1/8 scale
         image.load()
-        return _to_gray(_shrunk_image(image))
-    except (PayloadTooLarge, BadRequest):
+        budget.check_time()
+        gray = _to_gray(_shrunk_image(image))
+    except (PayloadTooLarge, BadRequest, DecodeElsewhere):
         raise
     except UnidentifiedImageError as error:
         raise BadRequest(f"cannot decode image: not one of ({', '.join(SUPPORTED_FORMATS)})") from error
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, MemoryError) as error:
         raise BadRequest(f"cannot decode image: {error}") from error
+    budget.check_time()
+    return gray
 
 
 def _shrink_factor(width: int, height: int) -> int:
@@ -226,6 +287,6 @@ def to_mnist(gray: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
 
 
-def image_to_pixels(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def image_to_pixels(data: bytes, budget: DecodeBudget | None = None) -> np.ndarray:
     """Image file bytes -> uint8 [28, 28] in MNIST convention."""
-    return to_mnist(decode_image(data, max_pixels))
+    return to_mnist(decode_image(data, budget))

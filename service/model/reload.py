@@ -50,7 +50,7 @@ class ModelWatcher(threading.Thread):
             self.switch(model)
         except Exception as error:  # any failure to verify or load leaves the current version serving
             self.refused.add(newest)
-            self.failures.labels(str(newest)).inc()
+            self.failures.inc()
             log.warning(
                 "refusing %s version %d (%s); still serving version %d",
                 self.name,

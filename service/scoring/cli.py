@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from service.cpus import usable_cpus
 from service.errors import ServiceError, StartupError
-from service.inputs.images import DEFAULT_MAX_PIXELS, image_to_pixels
+from service.inputs.images import DEFAULT_MAX_PIXELS, DecodeBudget, image_to_pixels
 from service.model.backends import Backend, auto_device, load_backend
 from service.model.repository import resolve
 from service.scoring.inputs import InputError, Inputs, Item, collect, shard
@@ -39,7 +39,7 @@ def decode_files(paths: list[Path], max_pixels: int) -> Decoded:
     errors: list[str | None] = [None] * len(paths)
     for i, path in enumerate(paths):
         try:
-            pixels[i] = image_to_pixels(path.read_bytes(), max_pixels)
+            pixels[i] = image_to_pixels(path.read_bytes(), DecodeBudget(max_pixels))
         except ServiceError as error:
             errors[i] = f"{error.status} {error.message}"
         except OSError as error:

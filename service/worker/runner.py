@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from service.gc_tuning import tune_for_serving
 from service.ipc.runtime_records import write_runtime_record
+from service.memory_tuning import tune_for_serving
 from service.metrics import Metrics
 from service.model.backends import Backend, load_backend
 from service.model.reload import ModelWatcher
 from service.model.repository import ModelVersion
+from service.process_metrics import name_process
 from service.worker.batch_metrics import BatchMetrics
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class ModelRunner:
         self.device = "cpu"
         self._next_gpu_sample = 0.0
 
-    def setup(self, device: str) -> None:
+    def setup(self, device: str, worker_id: int = 0) -> None:
         # Ctrl+C, and SIGTERM from tools that signal the whole process group (timeout, systemd), reach
         # the workers too; the main process decides when they stop, after the API servers have drained,
         # so no admitted request loses its answer. If the main process dies, the workers die with it.
@@ -91,6 +92,7 @@ class ModelRunner:
             level=self.config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         self.device = device
+        name_process(self.config.runtime_dir, os.getpid(), f"worker-{worker_id}")
         self.metrics = Metrics()
         self.batch_metrics = BatchMetrics(self.metrics, self.config.low_confidence)
         self._switch(self.config.model)

@@ -131,8 +131,9 @@ def test_the_crd_validator_rejects_misspelt_fields(rendered, crd_validator: Call
     pth["spec"]["endpoints"][0]["pth"] = "/metrics"
     typos.append((pth, "/spec/endpoints/0/pth"))
     anotations = json.loads(json.dumps(rule))
-    anotations["spec"]["groups"][-1]["rules"][0]["anotations"] = {"summary": "x"}
-    typos.append((anotations, "/spec/groups/1/rules/0/anotations"))
+    last = len(rule["spec"]["groups"]) - 1
+    anotations["spec"]["groups"][last]["rules"][0]["anotations"] = {"summary": "x"}
+    typos.append((anotations, f"/spec/groups/{last}/rules/0/anotations"))
     lables = json.loads(json.dumps(rule))
     lables["metadata"]["lables"] = {"x": "y"}
     typos.append((lables, "/metadata/lables"))

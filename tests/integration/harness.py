@@ -53,6 +53,11 @@ class Scrape:
     def has(self, name: str) -> bool:
         return re.search(rf"^{re.escape(name)}[{{ ]", self.text, re.MULTILINE) is not None
 
+    def label_values(self, name: str, label: str) -> set[str]:
+        """The values ``label`` takes on the samples of ``name``."""
+        pattern = rf'^{re.escape(name)}\{{(?:[^}}]*,)?{re.escape(label)}="([^"]*)"'
+        return set(re.findall(pattern, self.text, re.MULTILINE))
+
     def buckets(self, name: str) -> dict[float, float]:
         """A histogram's cumulative counts by upper bound (``le``)."""
         pattern = rf'^{re.escape(name)}_bucket\{{(?:[^}}]*,)?le="([^"]+)"[^}}]*\}} (\S+)$'

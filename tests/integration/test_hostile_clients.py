@@ -4,19 +4,19 @@ was once they are gone. The timeouts are shortened so that the battery runs in s
 
 from __future__ import annotations
 
+import base64
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from PIL import Image, ImageDraw
 
 from .harness import RunningServer, start_server
+from .raw_http import connect, status_and_error, tree_rss, until_closed
 
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.5
@@ -24,6 +24,7 @@ KEEP_ALIVE_S = 1.0
 MAX_URL = 1024
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 20
+DECODE_TIMEOUT_S = 0.02
 SLACK_S = 1.0  # scheduling on a busy 2-core machine
 
 
@@ -34,33 +35,10 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
         *("--header-timeout", str(HEADER_TIMEOUT_S), "--body-timeout", str(BODY_TIMEOUT_S)),
         *("--keep-alive-timeout", str(KEEP_ALIVE_S), "--max-url-bytes", str(MAX_URL)),
         *("--max-header-bytes", str(MAX_HEADER_BYTES), "--max-headers", str(MAX_HEADERS)),
+        *("--decode-timeout", str(DECODE_TIMEOUT_S)),
     )
     yield running
     assert running.stop() == 0, running.log()
-
-
-def _connect(server: RunningServer) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", server.port), timeout=30)
-
-
-def _until_closed(sock: socket.socket) -> tuple[float, bytes]:
-    """Seconds until the server closed the connection, and everything it sent before."""
-    started, received = time.monotonic(), b""
-    with sock:
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except ConnectionResetError:
-            pass
-    return time.monotonic() - started, received
-
-
-def _status_and_error(answer: bytes) -> tuple[int, str]:
-    head, _, body = answer.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    assert headers["content-type"] == "application/json" and headers["connection"] == "close", headers
-    return int(lines[0].split()[1]), json.loads(body)["error"]
 
 
 @pytest.mark.parametrize(
@@ -84,21 +62,21 @@ def _status_and_error(answer: bytes) -> tuple[int, str]:
 def test_a_stalled_connection_is_closed_within_its_stage_timeout(
     guarded: RunningServer, sent: bytes, seconds: float, status: int | None, stage: str
 ) -> None:
-    sock = _connect(guarded)
+    sock = connect(guarded)
     sock.sendall(sent)
-    waited, answer = _until_closed(sock)
+    waited, answer = until_closed(sock)
     assert seconds - 0.2 <= waited <= seconds + SLACK_S, waited
     if status is None:
         assert answer == b""
     elif stage:
-        got_status, error = _status_and_error(answer)
+        got_status, error = status_and_error(answer)
         assert got_status == status and f"request {stage} not received" in error, (got_status, error)
     else:
         assert answer.startswith(b"HTTP/1.1 %d" % status), answer[:100]
 
 
 def test_bytes_that_start_no_request_do_not_keep_an_idle_connection_open(guarded: RunningServer) -> None:
-    sock = _connect(guarded)
+    sock = connect(guarded)
     sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
     assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     answered = time.monotonic()
@@ -127,11 +105,11 @@ def test_bytes_that_start_no_request_do_not_keep_an_idle_connection_open(guarded
 def test_an_oversized_or_malformed_head_gets_its_json_error_and_the_connection_closes(
     guarded: RunningServer, request_bytes: bytes, status: int, fragment: str
 ) -> None:
-    sock = _connect(guarded)
+    sock = connect(guarded)
     sock.sendall(request_bytes)
-    waited, answer = _until_closed(sock)
+    waited, answer = until_closed(sock)
     assert waited < 1.0
-    got_status, error = _status_and_error(answer)
+    got_status, error = status_and_error(answer)
     assert got_status == status and fragment in error.lower(), (got_status, error)
 
 
@@ -139,7 +117,7 @@ def test_a_header_that_never_ends_is_refused_before_it_is_complete(guarded: Runn
     # Without the limit the server reads all of it (httptools keeps a header until it ends); with it,
     # the server closes after MAX_HEADER_BYTES and one read, and the sends fail once the kernel's
     # buffers between the two sockets (a few MB on loopback) are full.
-    sock = _connect(guarded)
+    sock = connect(guarded)
     sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nX-Big: ")
     sent = 0
     with pytest.raises(OSError):
@@ -149,32 +127,27 @@ def test_a_header_that_never_ends_is_refused_before_it_is_complete(guarded: Runn
     sock.close()
 
 
-def _tree_rss(server: RunningServer) -> int:
-    root = psutil.Process(server.process.pid)
-    return sum(process.memory_info().rss for process in [root, *root.children(recursive=True)])
-
-
 def test_hundreds_of_slow_clients_are_all_closed_and_leave_no_memory_behind(guarded: RunningServer) -> None:
-    before = _tree_rss(guarded)
+    before = tree_rss(guarded)
     sockets = []
     for number in range(400):  # slowloris: each sends a little of its head, or of its body
-        sock = _connect(guarded)
+        sock = connect(guarded)
         sock.sendall(
             b"POST /predict HTTP/1.1\r\nHost: x\r\n"
             if number % 2
             else b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"1" * 60000
         )
         sockets.append(sock)
-    ok = _connect(guarded)  # served meanwhile
+    ok = connect(guarded)  # served meanwhile
     ok.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n")
     assert ok.recv(65536).startswith(b"HTTP/1.1 200")
     ok.close()
     deadline = time.monotonic() + BODY_TIMEOUT_S + 5
     for sock in sockets:
         sock.settimeout(max(0.1, deadline - time.monotonic()))
-        _until_closed(sock)  # raises TimeoutError if the server kept it open
+        until_closed(sock)  # raises TimeoutError if the server kept it open
     time.sleep(0.5)
-    grown = _tree_rss(guarded) - before
+    grown = tree_rss(guarded) - before
     assert grown < 50 * 2**20, f"server tree grew by {grown / 2**20:.0f} MiB"
 
 
@@ -185,14 +158,14 @@ def test_an_upgrade_request_is_answered_over_http_1_1_and_closed(guarded: Runnin
     # What curl --http2 sends to an http:// URL. httptools stops parsing at the end of an upgrade
     # request's headers, so its body would be lost: such a request is refused; one without a body
     # is answered, and the connection closed after.
-    with_body = _connect(guarded)
+    with_body = connect(guarded)
     with_body.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n" + H2C + b"Content-Length: 2\r\n\r\n{}")
-    _, answer = _until_closed(with_body)
-    status, error = _status_and_error(answer)
+    _, answer = until_closed(with_body)
+    status, error = status_and_error(answer)
     assert status == 400 and "upgrade" in error
-    without_body = _connect(guarded)
+    without_body = connect(guarded)
     without_body.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + H2C + b"\r\n")
-    waited, answer = _until_closed(without_body)
+    waited, answer = until_closed(without_body)
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b'{"live":true}') and waited < 1.0
 
 
@@ -207,21 +180,42 @@ def one_api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     assert running.stop() == 0, running.log()
 
 
-def test_a_large_image_being_decoded_does_not_stall_the_other_clients(one_api_server: RunningServer) -> None:
-    # A 5000x5000 RGBA PNG is 130 KB on the wire and ~0.8 s of decoding: in a decode thread, not on the
-    # event loop that answers everyone else (one API server here, so every client meets that loop).
-    guarded = one_api_server
-    image = Image.new("RGBA", (5000, 5000), "white")
-    ImageDraw.Draw(image).rectangle((2300, 1000, 2700, 4000), fill="black")
+def _large_png(mode: str, side: int = 5000) -> bytes:
+    image = Image.new(mode, (side, side), "white")
+    ImageDraw.Draw(image).rectangle(
+        (side * 46 // 100, side // 5, side * 54 // 100, side * 4 // 5), fill="black"
+    )
     encoded = io.BytesIO()
-    image.save(encoded, format="PNG")
-    big = encoded.getvalue()
+    image.save(encoded, format="PNG", optimize=True)
+    return encoded.getvalue()
+
+
+def _large_image_requests() -> dict[str, tuple[bytes, str]]:
+    rgba, gray = _large_png("RGBA"), _large_png("L", side=4000)
+    assert len(gray) < 32 * 1024  # as small on the wire as an MNIST-sized upload
+    as_json = json.dumps({"image": base64.b64encode(gray).decode()}).encode()
+    return {
+        "rgba-png": (rgba, "image/png"),
+        "gray-png-under-32-kib": (gray, "image/png"),
+        "base64-in-json": (as_json, "application/json"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["rgba-png", "gray-png-under-32-kib", "base64-in-json"])
+def test_a_large_image_being_decoded_does_not_stall_the_other_clients(
+    one_api_server: RunningServer, kind: str
+) -> None:
+    # 4000x4000 and 5000x5000 pixels are 25 to 130 KB on the wire and up to ~0.8 s of decoding: in a
+    # decode thread, not on the event loop that answers everyone else (one API server here, so every
+    # client meets that loop). Where they go is decided by the pixels their header declares.
+    guarded = one_api_server
+    big, content_type = _large_image_requests()[kind]
     small = json.dumps({"pixels": [[0] * 28] * 14 + [[0] * 13 + [255] * 2 + [0] * 13] * 14}).encode()
     answers: list[int] = []
 
     def send_big() -> None:
         for _ in range(2):
-            answers.append(guarded.request("POST", "/predict", big, {"content-type": "image/png"}).status)
+            answers.append(guarded.request("POST", "/predict", big, {"content-type": content_type}).status)
 
     senders = [threading.Thread(target=send_big) for _ in range(2)]
     for sender in senders:
@@ -234,3 +228,11 @@ def test_a_large_image_being_decoded_does_not_stall_the_other_clients(one_api_se
         assert reply.status == 200
     assert answers == [200] * 4
     assert len(latencies) > 5 and max(latencies) < 0.5, sorted(latencies)[-5:]
+
+
+def test_an_image_past_its_decoding_budget_gets_413_and_others_are_served(guarded: RunningServer) -> None:
+    reply = guarded.request("POST", "/predict", _large_png("RGBA"), {"content-type": "image/png"})
+    assert reply.status == 413 and f"{DECODE_TIMEOUT_S:g} s decoding budget" in reply.json()["error"]
+    small = io.BytesIO()
+    Image.new("L", (28, 28)).save(small, format="PNG")
+    assert guarded.request("POST", "/predict", small.getvalue(), {"content-type": "image/png"}).status == 200

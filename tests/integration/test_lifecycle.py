@@ -258,6 +258,7 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
         pixels = {"pixels": mnist.test_images[0].tolist()}
         expected = running.post_json("/predict", pixels).json()["predictions"]
         (worker,) = [json.loads(record.read_text())["pid"] for record in metrics_dir.glob("runtime-*.json")]
+        first = running.scrape()
         # Clients keep asking while the worker dies: each must get an answer, none may hang.
         answers: list[tuple[int, float, float]] = []  # (status, seconds, answered at)
         recovered = threading.Event()
@@ -314,6 +315,12 @@ def test_a_killed_worker_is_reported_not_ready_then_replaced(tmp_path: Path, mni
         )
         assert answered - held_when_killed <= computed <= answered + 4
         assert answered - held_when_killed > 2, "no answer outside that window: the bound checked nothing"
+        # The replacement carries its slot's name: the same process series, no new one per restart.
+        cpu = "mnist_process_cpu_seconds_total"
+        assert metrics.label_values(cpu, "process") == first.label_values(cpu, "process")
+        assert "worker-0" in first.label_values(cpu, "process")
+        started = 'mnist_process_start_time_seconds{process="worker-0"}'
+        assert metrics.value(started) > first.value(started)
     finally:
         running.stop_leaving_nothing()  # the replacement worker included
 

@@ -51,7 +51,10 @@ def test_metrics_count_images_predictions_and_requests(server: RunningServer, mn
     assert after.value(ok) >= before.value(ok) + 1
     info = re.search(r"^mnist_model_info\{(.*)\} 1\.0$", after.text, re.MULTILINE)
     assert info and 'name="mnist"' in info.group(1) and 'provider="CPUExecutionProvider"' in info.group(1)
-    assert 'role="main"' in after.text and 'role="child"' in after.text
+    # One series per process slot, never per pid; CPU time is a counter.
+    assert after.label_values("mnist_process_cpu_seconds_total", "process") >= {"main", "api-0", "worker-0"}
+    assert "# TYPE mnist_process_cpu_seconds_total counter" in after.text
+    assert "pid=" not in after.text
     assert after.value("mnist_in_flight_requests") == 0
 
 

@@ -42,6 +42,9 @@ def test_bad_versions_are_refused_and_good_ones_swapped_in(tmp_path: Path, mnist
     client.start()
     try:
         assert running.post_json("/predict", pixels).json()["model"]["version"] == "1"
+        # The counter exists at 0 before any refusal, so the first refusal is an increase to alert on.
+        assert running.scrape().has("mnist_model_reload_failures_total")
+        assert running.scrape().value("mnist_model_reload_failures_total") == 0
 
         # Version 2: same metadata, but the ONNX file was changed after publishing.
         shutil.copytree(repository / "mnist" / "1", repository / "mnist" / ".incoming")
@@ -51,7 +54,7 @@ def test_bad_versions_are_refused_and_good_ones_swapped_in(tmp_path: Path, mnist
 
         def refused() -> bool:
             metrics = running.request("GET", "/metrics").body.decode()
-            return 'mnist_model_reload_failures_total{version="2"} 1.0' in metrics
+            return "mnist_model_reload_failures_total 1.0" in metrics
 
         assert _wait_for(refused), running.log()[-3000:]
         assert "checksum mismatch for model.onnx" in running.log()

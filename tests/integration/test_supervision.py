@@ -65,6 +65,8 @@ def test_a_killed_api_server_is_replaced_and_its_slots_come_back(tmp_path: Path,
         body = {"pixels": mnist.test_images[:64].numpy().tolist()}  # slow enough to be in flight
         before = _api_servers(running)
         assert len(before) == 2
+        names = running.scrape().label_values("mnist_process_cpu_seconds_total", "process")
+        assert {"api-0", "api-1"} <= names
         outcomes: list[tuple[float, int | str]] = []  # (sent at, status or error)
         stop = threading.Event()
 
@@ -105,6 +107,8 @@ def test_a_killed_api_server_is_replaced_and_its_slots_come_back(tmp_path: Path,
         # Its slots came back: none is held at idle.
         assert _wait_for(lambda: running.scrape().value("mnist_in_flight_requests") == 0, 10)
         assert _wait_for(lambda: running.scrape().value("mnist_api_servers") == 2, 10)
+        # The replacement took its slot's name: the same process series as before the crash.
+        assert running.scrape().label_values("mnist_process_cpu_seconds_total", "process") == names
         assert running.request("GET", "/v2/health/ready").status == 200
         reclaimed = re.search(r"gave back the (\d+) queue slot", running.log())
         assert reclaimed and int(reclaimed.group(1)) >= 1, running.log()  # it died holding slots

@@ -110,6 +110,11 @@ def test_the_worker_loop_is_still_started_through_litloop_run() -> None:
         "LitServe's inference_worker no longer sets up the LitAPI and calls its loop: re-check LitWorker and "
         "SocketLoopAdapter (service/processes.py)"
     )
+    worker_id = 'os.environ["LITSERVE_WORKER_ID"] = str(worker_id)'
+    assert worker_id in worker and worker.index(worker_id) < worker.index("lit_api.setup(device)"), (
+        "LitServe no longer sets LITSERVE_WORKER_ID before setup(): re-check LitWorker.setup, which names "
+        "the worker's process metrics by it (service/processes.py)"
+    )
     assert "self.run(" in _source(LitLoop.__call__), (
         "LitLoop.__call__ no longer calls run(): re-check SocketLoopAdapter.run (service/processes.py)"
     )

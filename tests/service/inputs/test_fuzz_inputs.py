@@ -12,7 +12,7 @@ from PIL import Image
 
 from service.errors import ServiceError
 from service.http.bodies import Limits, json_to_pixels, parse_v2_infer
-from service.inputs.images import decode_image, image_to_pixels
+from service.inputs.images import DecodeBudget, decode_image, image_to_pixels
 from service.inputs.pixel_arrays import array_to_pixels
 
 LIMITS = Limits(max_images=8, max_pixels=4_000_000)
@@ -189,7 +189,7 @@ def test_v2_infer_bodies(payload: dict, binary: bytes, with_binary: bool, header
 def test_decode_image_rejects_what_pillow_would_decompress_forever() -> None:
     bomb = _image("L", (3000, 3000), "PNG", 0)
     try:
-        decode_image(bomb, max_pixels=1_000_000)
+        decode_image(bomb, DecodeBudget(max_pixels=1_000_000))
     except ServiceError as error:
         assert error.status == 413
     else:

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
-from service.inputs.images import decode_image, image_to_pixels, to_mnist
+from service.inputs.images import DecodeBudget, DecodeElsewhere, decode_image, image_to_pixels, to_mnist
 from service.inputs.pixel_arrays import array_to_pixels, tensor_to_pixels
 from service.model.backends import load_backend
 from service.model.repository import resolve
@@ -85,7 +85,7 @@ def test_undecodable_and_hostile_images() -> None:
         decode_image(png(np.zeros((28, 28), np.uint8))[:40])  # truncated
     bomb = _save(Image.new("L", (6000, 6000)))
     with pytest.raises(PayloadTooLarge):
-        decode_image(bomb, max_pixels=1_000_000)
+        decode_image(bomb, DecodeBudget(max_pixels=1_000_000))
     with pytest.raises(Unprocessable, match="no digit"):
         image_to_pixels(png(np.full((50, 50), 128, np.uint8)))
 
@@ -144,12 +144,13 @@ def test_fast_png_path_is_pixel_identical_to_pillow(mode: str) -> None:
     shape = (37, 53) if mode == "L" else (37, 53, 3)
     image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
     data = _save(image)
-    fast = _fast_png(data, 10_000)
+    fast = _fast_png(data)
     assert fast is not None and fast.dtype == np.uint8
     np.testing.assert_array_equal(fast, np.asarray(image.convert("L")))
+    np.testing.assert_array_equal(decode_image(data), fast)
     with pytest.raises(PayloadTooLarge):
-        _fast_png(data, 100)
-    assert _fast_png(_save(image.convert("RGBA")), 10_000) is None  # alpha: Pillow's path
+        decode_image(data, DecodeBudget(max_pixels=100))
+    assert _fast_png(_save(image.convert("RGBA"))) is None  # alpha: Pillow's path
 
 
 def _png(width: int, height: int, image_data: bytes) -> bytes:
@@ -192,3 +193,47 @@ def test_a_large_image_is_shrunk_right_after_decoding_and_keeps_its_digit(mode: 
     full_size = to_mnist(np.asarray(image.convert("L")))  # the recipe without the shrinking
     shrunk = image_to_pixels(encoded.getvalue())
     assert np.abs(shrunk.astype(int) - full_size.astype(int)).mean() < 8
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "GIF"])  # the OpenCV path, Pillow's, a palette
+def test_images_over_the_callers_pixel_cap_are_left_for_another_thread_before_decoding(
+    image_format: str,
+) -> None:
+    small = _save(Image.new("RGB" if image_format == "JPEG" else "L", (400, 400), "white"), image_format)
+    budget = DecodeBudget(pixels_here=512 * 512)
+    assert image_to_pixels(_save(_digit_on_paper((400, 400)), image_format), budget).shape == (28, 28)
+    with pytest.raises(DecodeElsewhere):  # the request's second 400x400 image: over the cap in all
+        decode_image(small, budget)
+    with pytest.raises(DecodeElsewhere):
+        decode_image(_save(Image.new("L", (600, 600)), image_format), DecodeBudget(pixels_here=512 * 512))
+    assert image_to_pixels(_save(_digit_on_paper((600, 600)), image_format), budget.elsewhere()).shape == (
+        28,
+        28,
+    )
+
+
+def _digit_on_paper(size: tuple[int, int]) -> Image.Image:
+    image = Image.new("L", size, "white")
+    width, height = size
+    ImageDraw.Draw(image).rectangle((width * 4 // 10, height // 5, width * 6 // 10, height * 4 // 5), fill=0)
+    return image
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "JPEG"])  # the OpenCV path, Pillow's PNG and JPEG
+def test_decoding_stops_with_413_once_its_time_budget_is_spent(mode: str) -> None:
+    image = _digit_on_paper((2000, 2000))
+    data = _save(image.convert("RGB"), "JPEG") if mode == "JPEG" else _save(image.convert(mode))
+    spent = DecodeBudget(seconds=1.0)
+    spent.deadline = time.monotonic() - 1  # spent before the first read: nothing is decoded
+    with pytest.raises(PayloadTooLarge, match="1 s decoding budget"):
+        decode_image(data, spent)
+    assert decode_image(data, DecodeBudget(seconds=60)).shape[0] <= 1024
+
+
+def test_a_png_bomb_is_stopped_by_the_time_budget_while_it_is_checked() -> None:
+    # 100 MB of inflating for the check alone: the budget is looked at every 64 KiB of it.
+    data = _save(Image.new("RGBA", (5000, 5000), "white"))
+    started = time.perf_counter()
+    with pytest.raises(PayloadTooLarge, match="decoding budget"):
+        decode_image(data, DecodeBudget(seconds=0.01))
+    assert time.perf_counter() - started < 0.2

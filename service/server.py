@@ -69,6 +69,12 @@ def api_server_count(settings: Settings) -> int:
     return settings.api_servers or min(usable_cpus(), MAX_AUTO_API_SERVERS)
 
 
+def worker_threads(settings: Settings) -> int:
+    """Compute threads per inference worker: the usable CPUs shared among the workers. ONNX Runtime's
+    own default is the machine's cores, which a pod's CPU limit does not lower."""
+    return max(1, usable_cpus() // settings.workers)
+
+
 def _server_version() -> str:
     try:
         return package_metadata.version("mnist-serving")
@@ -106,7 +112,6 @@ def build_server(
         workers_ready=spec.workers_ready,
     )
     spec.add_endpoints(routes.endpoints())
-    cores = usable_cpus()
     runner = ModelRunner(
         WorkerConfig(
             model=model,
@@ -115,7 +120,7 @@ def build_server(
             warmup_images=settings.max_batch_size,
             low_confidence=settings.low_confidence,
             runtime_dir=metrics_dir,
-            threads=max(1, cores // settings.workers) if settings.workers > 1 else None,
+            threads=worker_threads(settings),
             log_level=settings.log_level,
             poll_interval_s=settings.poll_interval if settings.model_version == "latest" else 0.0,
         )

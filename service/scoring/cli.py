@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from service.cpus import usable_cpus
 from service.errors import ServiceError, StartupError
 from service.inputs.images import DEFAULT_MAX_PIXELS, DecodeBudget, image_to_pixels
 from service.model.backends import Backend, auto_device, load_backend
@@ -51,12 +52,16 @@ class Summary:
     scored: int = 0
     errors: int = 0
     seconds: float = 0.0
+    decoders: int = 0
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((10, 10), dtype=np.int64))
 
     def report(self, labelled: bool, resumed: int, resumed_errors: int) -> str:
         rate = self.scored / self.seconds if self.seconds > 0 else 0.0
+        processes = ""
+        if self.decoders:
+            processes = f", {self.decoders} decoding process" + ("es" if self.decoders > 1 else "")
         lines = [
-            f"scored {self.scored} images in {self.seconds:.2f} s ({rate:,.0f} images/s), "
+            f"scored {self.scored} images in {self.seconds:.2f} s ({rate:,.0f} images/s{processes}), "
             f"{self.errors} errors"
             + (f"; {resumed} rows kept from before ({resumed_errors} errors)" if resumed else "")
         ]
@@ -145,7 +150,7 @@ class BatchSource:
 
 
 def score(source: BatchSource, backend: Backend, writer: ResultWriter, progress: bool) -> Summary:
-    summary = Summary()
+    summary = Summary(decoders=source.workers if source.pool is not None else 0)
     source.start()
     started = time.perf_counter()
     # Rows of one batch are formatted and written while the backend computes the next (it releases
@@ -174,12 +179,25 @@ def score(source: BatchSource, backend: Backend, writer: ResultWriter, progress:
     return summary
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnist-score",
         description="Classify many digit images from files with the served model, writing one row per input "
-        "(in input order) to CSV or JSON Lines. Exit code: 0 all scored, 1 some inputs became error rows, "
-        "2 the run could not start.",
+        "(in input order) to CSV or JSON Lines. Exit code: 0 all scored, 1 some inputs became error rows "
+        "(0 with --allow-error-rows), 2 the run could not start.",
     )
     add = parser.add_argument
     add(
@@ -205,14 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--resume", action="store_true", help="keep the rows already in --output and score only the rest")
     add(
+        "--allow-error-rows",
+        action="store_true",
+        help="exit 0 even when some inputs became error rows (each has its reason in the output): for batch "
+        "jobs, where a retry would only write the same rows again",
+    )
+    add(
         "--num-shards",
-        type=int,
+        type=_count(1),
         default=1,
         help="split the inputs into this many disjoint shards (default: 1)",
     )
     add(
         "--shard-index",
-        type=int,
+        type=_count(0),
         default=None,
         help="which shard to score; default: $JOB_COMPLETION_INDEX (Kubernetes Indexed Job), else 0",
     )
@@ -226,21 +250,31 @@ def build_parser() -> argparse.ArgumentParser:
     add("--batch-size", type=int, default=1024, help="images per backend call (default: 1024)")
     add(
         "--workers",
-        type=int,
-        default=os.cpu_count() or 1,
-        help="processes decoding image files in parallel with inference; 0 decodes inline (default: cores)",
+        type=_count(0),
+        default=None,
+        help="processes decoding image files in parallel with inference; 0 decodes inline (default: one per "
+        "CPU this process may use: affinity and cgroup CPU limit, e.g. a Kubernetes pod's)",
     )
     add("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="larger images become error rows")
     add("--quiet", "-q", action="store_true", help="no progress bar and no summary (for jobs)")
     return parser
 
 
+def shard_from_environment(environ: Mapping[str, str]) -> int:
+    """The shard of a Kubernetes Indexed Job's pod (``JOB_COMPLETION_INDEX``), else 0."""
+    text = environ.get("JOB_COMPLETION_INDEX", "0")
+    try:
+        return _count(0)(text)
+    except argparse.ArgumentTypeError as error:
+        raise InputError(f"environment variable JOB_COMPLETION_INDEX={text!r}: {error}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    shard_index = args.shard_index
-    if shard_index is None:
-        shard_index = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+    cpus = usable_cpus()
+    workers = cpus if args.workers is None else args.workers
     try:
+        shard_index = shard_from_environment(os.environ) if args.shard_index is None else args.shard_index
         if args.batch_size < 1:
             raise InputError("--batch-size must be >= 1")
         model = resolve(args.model_repository, args.model_name, args.model_version, args.backend)
@@ -250,18 +284,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         fmt = format_for(args.output, args.format)
         writer = open_results(args.output, fmt, items, args.probabilities, labelled, args.resume)
         device = auto_device() if args.device == "auto" else args.device
-        backend = load_backend(model, args.backend, device, strict=args.device != "auto")
+        # ONNX Runtime would size its thread pool from the machine's cores, not from a pod's CPU limit.
+        backend = load_backend(model, args.backend, device, strict=args.device != "auto", threads=cpus)
     except (InputError, StartupError) as error:
         print(f"mnist-score: {error}", file=sys.stderr)
         return EXIT_USAGE
-    source = BatchSource(inputs, items[writer.done :], args.batch_size, args.workers, args.max_image_pixels)
+    source = BatchSource(inputs, items[writer.done :], args.batch_size, workers, args.max_image_pixels)
     try:
         summary = score(source, backend, writer, progress=not args.quiet)
     finally:
         writer.close()
     if not args.quiet:
         print(summary.report(labelled, writer.done, writer.errors_before))
-    return EXIT_ROW_ERRORS if summary.errors or writer.errors_before else EXIT_OK
+    row_errors = summary.errors or writer.errors_before
+    return EXIT_ROW_ERRORS if row_errors and not args.allow_error_rows else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +16,23 @@ import pytest
 import yaml
 
 from ..conftest import ROOT
+from .kserve_schema import KServeSchemas
 
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ["base", "overlays/cpu", "overlays/gpu"]
+K8S = DEPLOY / "k8s"
+# Kustomizations an operator applies (deploy/k8s/<name>).
+SERVING = ["base", "overlays/cpu", "overlays/gpu"]
+SCORING = ["scoring/cpu", "scoring/gpu"]
+# Each component rendered on top of what it patches, as an overlay of the operator's would.
+COMPONENTS = {
+    "components/monitoring": ["base"],
+    "components/custom-metrics-hpa": ["base"],
+    "components/gpu": ["base", "scoring/base"],
+}
+KUSTOMIZATIONS = [*SERVING, *SCORING, *COMPONENTS]
 CRD_PACKAGE = "@kubernetes-models/prometheus-operator@6.0.0"
+# KServe's API types come from its Python SDK (see kserve_schema.py): the release the manifests target.
+KSERVE_VERSION = "0.21.0"
 
 
 def require(tool: str) -> str:
@@ -26,20 +42,35 @@ def require(tool: str) -> str:
     return path
 
 
+def _kustomize(kubectl: str, folder: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [kubectl, "kustomize", str(folder)], capture_output=True, text=True, check=True, timeout=120
+    )
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _component_overlay(folder: Path, component: str, resources: list[str]) -> Path:
+    """A kustomization of the resources plus the one component (kustomize wants relative paths)."""
+    folder.mkdir(parents=True)
+    overlay = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / resource, folder) for resource in resources],
+        "components": [os.path.relpath(K8S / component, folder)],
+    }
+    (folder / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    return folder
+
+
 @pytest.fixture(scope="session")
-def rendered() -> dict[str, list[dict[str, Any]]]:
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     """Every kustomization rendered by the real `kubectl kustomize`, as a list of objects."""
     kubectl = require("kubectl")
-    output = {}
-    for overlay in OVERLAYS:
-        result = subprocess.run(
-            [kubectl, "kustomize", str(DEPLOY / "k8s" / overlay)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=120,
-        )
-        output[overlay] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    output = {name: _kustomize(kubectl, K8S / name) for name in SERVING + SCORING}
+    scratch = tmp_path_factory.mktemp("component-overlays")
+    for component, resources in COMPONENTS.items():
+        folder = _component_overlay(scratch / component.replace("/", "-"), component, resources)
+        output[component] = _kustomize(kubectl, folder)
     return output
 
 
@@ -73,3 +104,32 @@ def crd_validator() -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
         return json.loads(result.stdout)  # type: ignore[no-any-return]
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def kserve_objects() -> list[dict[str, Any]]:
+    """deploy/kserve rendered by the real `kubectl kustomize`."""
+    return _kustomize(require("kubectl"), DEPLOY / "kserve")
+
+
+@pytest.fixture(scope="session")
+def kserve_schemas() -> KServeSchemas:
+    """KServe's API types from its SDK wheel on PyPI, downloaded once into .cache/ (never installed:
+    only its generated model files are read)."""
+    cache = ROOT / ".cache" / "kserve-sdk" / KSERVE_VERSION
+    models = cache / "kserve" / "models"
+    if not models.is_dir():
+        download = cache / "wheel"
+        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
+        subprocess.run(
+            [*pip, "--dest", str(download), f"kserve=={KSERVE_VERSION}"],
+            check=True,
+            timeout=300,
+            capture_output=True,
+        )
+        (wheel,) = download.glob(f"kserve-{KSERVE_VERSION}-*.whl")
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(
+                cache, [name for name in archive.namelist() if name.startswith("kserve/models/")]
+            )
+    return KServeSchemas(models)

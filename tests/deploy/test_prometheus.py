@@ -111,7 +111,9 @@ def test_the_runbooks_inhibit_rules_are_valid_alertmanager_config(tmp_path: Path
 
 def test_kubernetes_prometheusrule_carries_the_same_rules() -> None:
     plain = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"]
-    operator = yaml.safe_load((DEPLOY / "k8s" / "base" / "prometheusrule.yaml").read_text())["spec"]["groups"]
+    operator = yaml.safe_load(
+        (DEPLOY / "k8s" / "components" / "monitoring" / "prometheusrule.yaml").read_text()
+    )["spec"]["groups"]
     assert operator == plain
 
 

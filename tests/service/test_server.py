@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from service import server
+from service.cpus import usable_cpus
+from service.settings import Settings
 
 
 def test_the_version_is_the_installed_package_or_marked_as_a_source_checkout(
@@ -52,3 +54,10 @@ def test_auto_device_follows_nvidia_smi_and_the_server_imports_without_torch(
     )
     assert result.stdout.split(maxsplit=1)[0] == expected
     assert result.stdout.rstrip().endswith("('cuda', [1]) ('cpu', 'auto') False"), result.stdout
+
+
+def test_worker_threads_share_the_usable_cpus_also_with_one_worker() -> None:
+    cpus = usable_cpus()
+    assert server.worker_threads(Settings(workers=1)) == cpus  # not ONNX Runtime's default: the node's cores
+    assert server.worker_threads(Settings(workers=2)) == max(1, cpus // 2)
+    assert server.worker_threads(Settings(workers=64)) == 1

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.cpus import usable_cpus
 from service.model.backends import load_backend
 from service.model.repository import resolve
 from training.data import MnistArrays
@@ -186,3 +187,62 @@ def test_a_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path, mnist: 
     assert result.returncode == 0, result.stderr
     ids = [row["id"] for row in _rows(out)]
     assert ids == [f"{images}:{i}" for i in range(60000)]  # every input once, in order
+
+
+def _png_folder(folder: Path, mnist: MnistArrays, count: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(mnist.test_images[i].numpy()).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def test_allow_error_rows_exits_zero_and_still_writes_the_error_rows(
+    tmp_path: Path, mnist: MnistArrays
+) -> None:
+    folder = _png_folder(tmp_path / "pngs", mnist, 8)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out = tmp_path / "out.csv"
+    result = _score(str(folder), "-o", str(out), "--allow-error-rows", "--workers", "0", "--quiet")
+    assert result.returncode == 0, result.stderr  # a Kubernetes Job counts this index as done
+    errors = [row for row in _rows(out) if row["error"]]
+    assert len(_rows(out)) == 9 and [Path(row["id"]).name for row in errors] == ["corrupt.png"]
+
+
+def test_decoding_processes_default_to_the_cpus_the_process_may_use(
+    tmp_path: Path, mnist: MnistArrays
+) -> None:
+    folder = _png_folder(tmp_path / "pngs", mnist, 16)
+    whole = _score(str(folder), "-o", str(tmp_path / "all.csv"))
+    assert whole.returncode == 0, whole.stderr
+    cpus = usable_cpus()
+    assert f"{cpus} decoding process{'es' if cpus > 1 else ''})" in whole.stdout
+    # One CPU by affinity (as taskset or a cpuset would give): one decoder, not os.cpu_count().
+    pinned = subprocess.run(
+        [str(BIN / "mnist-score"), str(folder), "-o", str(tmp_path / "pinned.csv")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    assert "1 decoding process)" in pinned.stdout
+
+
+@pytest.mark.parametrize("index", ["abc", "1.5", "-1", ""])
+def test_a_bad_job_completion_index_is_a_one_line_error(tmp_path: Path, index: str) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((4, 28, 28), np.uint8))
+    result = _score(
+        str(tmp_path / "x.npy"), "-o", str(tmp_path / "out.csv"), env={"JOB_COMPLETION_INDEX": index}
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"mnist-score: environment variable JOB_COMPLETION_INDEX={index!r}: ")
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("flag", [["--shard-index", "-1"], ["--workers", "-2"], ["--num-shards", "0"]])
+def test_negative_counts_are_usage_errors(tmp_path: Path, flag: list[str]) -> None:
+    result = _score(str(tmp_path / "x.npy"), "-o", str(tmp_path / "out.csv"), *flag)
+    assert result.returncode == 2 and f"argument {flag[0]}" in result.stderr

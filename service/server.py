@@ -159,6 +159,7 @@ def build_server(
         header_timeout=settings.header_timeout,
         body_timeout=settings.body_timeout,
         keep_alive_timeout=settings.keep_alive_timeout,
+        max_buffered_body_bytes=settings.max_buffered_body_bytes,
     )
     http_protocol = functools.partial(DirectHttpProtocol, handler=handler, limits=limits)
     return server, http_protocol

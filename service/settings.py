@@ -65,6 +65,7 @@ class Settings:
     workers: int = 1
     api_servers: int = 0  # 0: auto (service.server.api_server_count)
     max_request_bytes: int = 8 * 1024 * 1024
+    max_buffered_body_bytes: int = 256 * 1024 * 1024
     max_url_bytes: int = 8 * 1024
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
@@ -111,6 +112,11 @@ HELP: dict[str, tuple[Callable[[str], Any], str]] = {
         "use (affinity and cgroup CPU limit), at most 8",
     ),
     "max_request_bytes": (_positive_int, "larger request bodies get 413 before they are read"),
+    "max_buffered_body_bytes": (
+        _positive_int,
+        "bytes of request bodies an API server holds while they arrive, all connections together; the "
+        "body that would pass it gets 503 and its connection is closed",
+    ),
     "max_url_bytes": (_positive_int, "longer request targets (path and query) get 414"),
     "max_header_bytes": (
         _positive_int,

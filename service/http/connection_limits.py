@@ -8,6 +8,8 @@ had sent. ``DirectHttpProtocol`` (``service.http.direct``) applies these limits 
 - the request target (414), the number of header fields and the bytes of the request line and
   headers together (431), counted as they arrive, so an oversized head is refused before it is
   complete;
+- the bytes of request bodies held while they arrive, all connections of an API server together (each
+  body is bounded by --max-request-bytes, but 40 connections each holding most of one held 320 MB);
 - one deadline per connection for the stage it is in, which only the next stage resets, never bytes:
   idle (from the connection's start or its last answer to the first byte of the next request: closed),
   head (to the end of the headers: 408), body (to its last byte: 408). While a request is computed no
@@ -35,6 +37,7 @@ class ConnectionLimits:
     header_timeout: float = 10.0  # from a request's first byte to the end of its headers
     body_timeout: float = 30.0  # from the end of its headers to the end of its body
     keep_alive_timeout: float = 5.0  # idle: from the connection's start or its last answer
+    max_buffered_body_bytes: int = 256 * 2**20  # bodies being received, all connections together
 
 
 class Stage(IntEnum):  # an int: it indexes StageTimer's durations without Enum's Python-level hash
@@ -111,3 +114,21 @@ class _Sweep:
             except Exception:  # one connection's failure must not stop the sweep for the others
                 log.exception("closing a connection past its %s timeout failed", stage.label)
         self.loop.call_later(self.interval, self._run)
+
+
+class BufferedBodies:
+    """Bytes of the request bodies one event loop's connections hold while they arrive."""
+
+    _of_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BufferedBodies]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> BufferedBodies:
+        buffered = cls._of_loop.get(loop)
+        if buffered is None:
+            buffered = cls._of_loop[loop] = cls()
+        return buffered
+
+    def __init__(self) -> None:
+        self.held = 0

@@ -36,10 +36,11 @@ from service.errors import (
     HeadersTooLarge,
     PayloadTooLarge,
     ServiceError,
+    Unavailable,
     UriTooLong,
 )
 from service.http.bodies import JSON_HEADERS
-from service.http.connection_limits import ConnectionLimits, Stage, StageTimer
+from service.http.connection_limits import BufferedBodies, ConnectionLimits, Stage, StageTimer
 from service.http.inference import Exchange, InferenceHandler, Route, match
 from service.http.log_limits import client_caused_warnings
 from service.http.replies import Reply, error_reply
@@ -72,6 +73,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
         self.handler = handler
         self.limits = limits
         self._stage = StageTimer(self.loop, limits, self._out_of_time)
+        self._buffered = BufferedBodies.of(self.loop)
         self._head_bytes = 0  # of the request whose head is being read
         self._headers_completed = False  # within the data_received call in progress
         self._head_refused: ServiceError | None = None  # raised from a parser callback (_refuse_head)
@@ -244,12 +246,25 @@ class DirectHttpProtocol(HttpToolsProtocol):
             super().on_body(body)
         elif self._collecting:
             self._body += body
+            self._buffered.held += len(body)
             if len(self._body) > self.max_body_bytes:
                 self._collecting = False
-                self._body = bytearray()
+                self._drop_body()
                 self._close_after_body = True
                 assert self._exchange is not None
                 self._exchange.fail(PayloadTooLarge.body(self.max_body_bytes))
+            elif self._buffered.held > self.limits.max_buffered_body_bytes:
+                self._collecting = False
+                self._drop_body()
+                self._close_with_error(
+                    Unavailable("server is receiving too many request bodies at once; retry", "overloaded")
+                )
+
+    def _drop_body(self) -> None:
+        """Let go of the body received so far (and of its share of the buffered bytes)."""
+        if self._body:
+            self._buffered.held -= len(self._body)
+        self._body = bytearray()
 
     def on_message_complete(self) -> None:
         self._stage.stop()  # nothing more is expected from the client until this is answered
@@ -262,7 +277,8 @@ class DirectHttpProtocol(HttpToolsProtocol):
             # Reading goes on, as on uvicorn's own path, so that a client leaving is noticed now:
             # a request pipelined behind this one is queued by uvicorn until the answer is written.
             self._collecting = False
-            body, self._body = bytes(self._body), bytearray()  # not kept while the answer is awaited
+            body = bytes(self._body)
+            self._drop_body()  # not kept while the answer is awaited
             assert self._exchange is not None
             self._exchange.submit(body)
         elif self._close_after_body:
@@ -290,6 +306,7 @@ class DirectHttpProtocol(HttpToolsProtocol):
         # Now, not when the garbage collector finds this protocol's cycles (its parser calls it back):
         # collections are rare here (service.memory_tuning), and 40 clients that left 6 MiB bodies each
         # unfinished kept 240 MB for minutes.
+        self._drop_body()
         self._body = None
         super().connection_lost(exc)
         exchange, self._exchange = self._exchange, None

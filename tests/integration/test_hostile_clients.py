@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ MAX_URL = 1024
 MAX_HEADER_BYTES = 8192
 MAX_HEADERS = 20
 DECODE_TIMEOUT_S = 0.02
+MAX_BUFFERED = 8 * 2**20
+API_SERVERS = 2
 SLACK_S = 1.0  # scheduling on a busy 2-core machine
 
 
@@ -35,7 +38,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
         *("--header-timeout", str(HEADER_TIMEOUT_S), "--body-timeout", str(BODY_TIMEOUT_S)),
         *("--keep-alive-timeout", str(KEEP_ALIVE_S), "--max-url-bytes", str(MAX_URL)),
         *("--max-header-bytes", str(MAX_HEADER_BYTES), "--max-headers", str(MAX_HEADERS)),
-        *("--decode-timeout", str(DECODE_TIMEOUT_S)),
+        *("--decode-timeout", str(DECODE_TIMEOUT_S), "--max-buffered-body-bytes", str(MAX_BUFFERED)),
+        *("--api-servers", str(API_SERVERS)),
     )
     yield running
     assert running.stop() == 0, running.log()
@@ -250,3 +254,23 @@ def test_requests_the_parser_refuses_are_not_logged_one_line_each(guarded: Runni
         assert status_and_error(until_closed(sock)[1])[0] == 400
     time.sleep(0.2)
     assert logged() >= 1 and logged() - before <= 2  # once per API server within the interval (10 s)
+
+
+def test_bodies_held_while_they_arrive_are_bounded_across_connections(guarded: RunningServer) -> None:
+    # Each of the two API servers holds at most 8 MiB of bodies: two of these 3 MiB partial bodies.
+    def partial_body() -> socket.socket:  # 3 of a declared 4 MiB, then silent
+        sock = connect(guarded)
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (4 * 2**20))
+        sock.sendall(b"\x00" * (3 * 2**20))
+        return sock
+
+    for _ in range(2):  # the second round finds the first round's bytes given back
+        sockets = [partial_body() for _ in range(6)]
+        outcomes = []
+        for sock in sockets:
+            waited, answer = until_closed(sock)
+            status, error = status_and_error(answer)
+            outcomes.append(status)
+            if status == 503:
+                assert waited < BODY_TIMEOUT_S and "too many request bodies" in error
+        assert set(outcomes) <= {408, 503} and outcomes.count(408) <= 2 * API_SERVERS, outcomes

@@ -1,5 +1,6 @@
-"""The real buildah, as root with chroot isolation: a Debian base image made here, image builds that
-reach the host's package indexes, and images started on the host's loopback.
+"""The real buildah, as root with chroot isolation: a Debian base image made here, and builds of
+deploy/docker/Dockerfile that reach the host's package indexes. The image test uses it, and so does
+`make image-cpu OFFLINE=1` / `make image-gpu OFFLINE=1` (``python -m tests.deploy.buildah``).
 
 No container registry is reachable from these machines and no Docker daemon runs, so the base image
 is made with `debootstrap`, and the package indexes (Debian mirror, PyPI mirrors, a TLS-inspecting
@@ -9,6 +10,7 @@ nothing host-specific ends up in the Dockerfile or in an image layer.
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import hashlib
 import json
@@ -16,6 +18,9 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 APT_SOURCES = Path("/etc/apt/sources.list")
 APT_SOURCE_PARTS = Path("/etc/apt/sources.list.d")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def unusable_reason() -> str | None:
@@ -119,6 +125,20 @@ def base_image() -> str:
         if old.startswith(f"{name.rsplit(':', 1)[0]}:") and old != name:  # a base of an earlier recipe
             subprocess.run(["buildah", "rmi", old], capture_output=True)
     return name
+
+
+def build_image(
+    base: str, variant: str, tag: str, labels: dict[str, str], workdir: Path
+) -> subprocess.CompletedProcess[str]:
+    """`buildah build` of deploy/docker/Dockerfile from the repository root on ``base`` (Docker image
+    format, which keeps the HEALTHCHECK), ``labels`` being the VERSION/REVISION/SOURCE build arguments."""
+    command = ["nice", "-n", "10", "buildah", "build", "--isolation", "chroot", "--format", "docker"]
+    for mount in package_index_mounts(workdir):
+        command += ["--volume", mount]
+    for name, value in {"BASE_IMAGE": base, "VARIANT": variant, **labels}.items():
+        command += ["--build-arg", f"{name}={value}"]
+    command += ["--file", str(ROOT / "deploy/docker/Dockerfile"), "--tag", tag, str(ROOT)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=3600)
 
 
 def package_index_mounts(workdir: Path) -> list[str]:
@@ -197,3 +217,30 @@ def image_healthcheck(name: str) -> list[str]:
     test = inspected["Docker"]["config"]["Healthcheck"]["Test"]
     assert test[0] == "CMD", test
     return test[1:]  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Build the image with buildah on a debootstrapped base.")
+    parser.add_argument("--variant", choices=["cpu", "gpu"], required=True)
+    parser.add_argument("--tag", required=True)
+    parser.add_argument(
+        "--build-arg", action="append", default=[], help="NAME=value (VERSION, REVISION, SOURCE)"
+    )
+    args = parser.parse_args()
+    reason = unusable_reason()
+    if reason:
+        sys.exit(f"cannot build here: {reason}")
+    labels = dict(arg.split("=", 1) for arg in args.build_arg)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as workdir:
+        result = build_image(base_image(), args.variant, args.tag, labels, Path(workdir))
+    if result.returncode != 0:
+        sys.exit(
+            f"{result.stdout[-6000:]}{result.stderr[-4000:]}\nbuildah build failed ({result.returncode})"
+        )
+    elapsed = time.monotonic() - started
+    print(f"{args.tag}: {image_size(args.tag) / 1e6:.0f} MB uncompressed, built in {elapsed:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

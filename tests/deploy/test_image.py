@@ -108,6 +108,12 @@ def test_labels_user_and_a_read_only_model(image: str, container: str) -> None:
         bh.buildah("umount", container)
 
 
+def test_the_commands_the_manifests_run_are_on_the_path(container: str) -> None:
+    for command in ("mnist-serve", "mnist-score"):  # the Deployment's entrypoint, the scoring Job's command
+        help_run = subprocess.run([*RUN_AS_USER, container, "--", command, "--help"], capture_output=True)
+        assert help_run.returncode == 0, help_run.stderr
+
+
 @pytest.fixture
 def served(image: str, container: str, tmp_path: Path) -> Iterator[tuple[RunningServer, str]]:
     """The image's own entrypoint as user 10001 on the host's network, listening on loopback at the

@@ -8,6 +8,7 @@ from the runtime rather than assumed from what was requested.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import os
@@ -36,8 +37,9 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, model: ModelVersion, device: str, strict: bool, threads: int | None = None) -> None:
-        import onnxruntime
-
+        onnxruntime = _import_runtime(
+            "onnxruntime", "the onnx backend", "mnist-serving[cpu] or mnist-serving[gpu]"
+        )
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # ORT's provider fallback warnings are reported by us, once
         if threads:
@@ -81,8 +83,7 @@ class TorchScriptBackend:
     provider = "torch.jit"
 
     def __init__(self, model: ModelVersion, device: str, strict: bool, threads: int | None = None) -> None:
-        import torch
-
+        torch = _import_runtime("torch", "the torchscript backend", "mnist-serving[gpu]")
         if threads:
             torch.set_num_threads(threads)
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -104,6 +105,17 @@ class TorchScriptBackend:
         with self.torch.inference_mode():
             tensor = self.torch.from_numpy(pixels).to(self.torch_device, non_blocking=True)
             return self.module(tensor).float().cpu().numpy()
+
+
+def _import_runtime(module: str, needed_by: str, install: str) -> Any:
+    """Import a backend's runtime when the backend is chosen, never before: the CPU image has no torch,
+    and importing torch costs seconds and hundreds of MB in every process that inherits it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise StartupError(
+            f"{needed_by} needs {module}, which is not installed here (install {install})"
+        ) from error
 
 
 def _preload_cuda_libraries(onnxruntime: Any) -> None:

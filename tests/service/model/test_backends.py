@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +81,25 @@ def test_onnx_on_a_gpu_machine_reports_its_real_provider(model) -> None:
 
     assert backend.provider in onnxruntime.get_available_providers()
     assert (backend.device == "cuda:0") == (backend.provider == "CUDAExecutionProvider")
+
+
+@pytest.mark.parametrize("backend,runtime", [("torchscript", "torch"), ("onnx", "onnxruntime")])
+def test_a_backend_without_its_runtime_is_a_one_line_refusal(
+    model, backend: str, runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes `import` raise ImportError, as in an image built without that package.
+    monkeypatch.setitem(sys.modules, runtime, None)
+    with pytest.raises(StartupError, match=rf"the {backend} backend needs {runtime}, which is not installed"):
+        load_backend(model, backend, "cpu")
+
+
+def test_serving_imports_no_backend_runtime_until_one_is_chosen() -> None:
+    # The CPU image has no torch: nothing on the serving path may import it (or onnx, or the ONNX
+    # Runtime) at module level; each backend imports its own runtime when it is loaded.
+    code = (
+        "import sys, service.__main__, service.server, service.processes, service.scoring.cli;"
+        "runtimes = {'torch', 'onnx', 'onnxruntime', 'matplotlib'};"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & runtimes))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -20,15 +20,16 @@ M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 
 
 def tune_for_serving() -> None:
-    """Exempt everything alive now (start-up objects) from collection, collect less often, and give
-    large buffers back to the system when they are freed."""
+    """Exempt everything alive now (start-up objects) from collection, and collect less often."""
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
-    _fix_mmap_threshold()
 
 
-def _fix_mmap_threshold() -> None:
+def give_large_buffers_back() -> None:
+    """In an API server, whose large buffers (bodies, decoded images) are sized by clients. Not in an
+    inference worker: its batches reuse the same sizes, and mmap plus page faults for each of them
+    would cost it on every batch."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc's; musl and macOS have none
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)

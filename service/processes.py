@@ -52,7 +52,7 @@ from starlette.types import ASGIApp
 
 from service.http.listener import ServesQueuedConnections
 from service.http.routes import Endpoint
-from service.memory_tuning import tune_for_serving
+from service.memory_tuning import give_large_buffers_back, tune_for_serving
 from service.model.backends import auto_device
 from service.worker.loop import SocketLoop
 from service.worker.runner import ModelRunner
@@ -298,6 +298,7 @@ class MnistServer(ls.LitServer):
         """Runs in each API-server process once its app is built (FastAPI's lifespan)."""
         async with super().lifespan(app):
             tune_for_serving()
+            give_large_buffers_back()
             self.api_server_hooks.started()
             yield
 

@@ -273,7 +273,7 @@ def test_scoring_job_is_indexed_and_sharded_with_flags_mnist_score_accepts(rende
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"  # podFailurePolicy requires it
     container = pod["containers"][0]
-    assert container["command"] == ["mnist-score"]
+    assert container["command"] == ["tini", "--", "mnist-score"]  # the image's entrypoint, for mnist-score
     env = {item["name"]: item["valueFrom"] for item in container["env"]}
     assert "job-completion-index" in env["JOB_COMPLETION_INDEX"]["fieldRef"]["fieldPath"]
     # --workers is the container's CPU limit, as the downward API rounds it up.

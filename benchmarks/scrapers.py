@@ -6,6 +6,7 @@ scrape renders the metrics of every process on an API server's event loop). Prin
 and the medians' ratios.
 
     .venv/bin/python benchmarks/scrapers.py --scrapers 16 --runs 5
+    .venv/bin/python benchmarks/scrapers.py --scrapers 5 --interval 1    # five Prometheus at 1 s
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -25,10 +27,12 @@ from benchmarks.traffic import bodies, free_port, mnist_serve_command, mnist_tes
 
 
 class Scrapers:
-    """``count`` threads fetching /metrics back to back until stopped."""
+    """``count`` threads fetching /metrics until stopped, each ``interval`` seconds after its last
+    scrape began (0: back to back)."""
 
-    def __init__(self, port: int, count: int) -> None:
+    def __init__(self, port: int, count: int, interval: float) -> None:
         self.port = port
+        self.interval = interval
         self.stopped = threading.Event()
         self.scrapes = 0
         self.threads = [threading.Thread(target=self._scrape, daemon=True) for _ in range(count)]
@@ -45,9 +49,11 @@ class Scrapers:
 
     def _scrape(self) -> None:
         while not self.stopped.is_set():
+            began = time.monotonic()
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as answer:
                 answer.read()
             self.scrapes += 1
+            self.stopped.wait(max(0.0, began + self.interval - time.monotonic()))
 
 
 def main() -> None:
@@ -55,6 +61,7 @@ def main() -> None:
     parser.add_argument("--body", default="v2-binary")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--scrapers", type=int, default=16)
+    parser.add_argument("--interval", type=float, default=0, help="seconds between one scraper's scrapes")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
@@ -70,7 +77,7 @@ def main() -> None:
             run_wrk(port, body, body_file, args.concurrency, 2)  # warm-up
             for run in range(args.runs):
                 quiet.append(run_wrk(port, body, body_file, args.concurrency, args.seconds))
-                with Scrapers(port, args.scrapers) as scrapers:
+                with Scrapers(port, args.scrapers, args.interval) as scrapers:
                     scraped.append(run_wrk(port, body, body_file, args.concurrency, args.seconds))
                 rate = scrapers.scrapes / args.seconds
                 print(

@@ -1,5 +1,6 @@
 """benchmarks/photo_set.py renders test digits as photos reproducibly; benchmarks/photos.py scores them
-through the real server and through mnist-score."""
+through the real server and through mnist-score; benchmarks/preprocess_cost.py times their
+preprocessing against a git revision's."""
 
 from __future__ import annotations
 
@@ -63,3 +64,11 @@ def test_the_script_scores_the_same_files_through_http_and_mnist_score() -> None
     assert re.search(
         r"mnist_low_confidence_predictions_total grew by (\d+) \(answers below 0.5: \1\)", output
     )
+
+
+def test_the_preprocessing_cost_is_compared_with_a_git_revision() -> None:
+    output = run_benchmark(
+        "preprocess_cost.py", "--baseline", "HEAD", "--count", "8", "--rounds", "1", timeout=300
+    )
+    for label in ("file -> 28x28", "to_mnist alone"):
+        assert re.search(rf"^{label}\s+[\d.]+ ms\s+[\d.]+ ms\s+[\d.]+x$", output, re.MULTILINE), output

@@ -25,10 +25,13 @@ DIGIT_BOX = 20
 # Sizes are fractions of the working image's longest side unless named otherwise, so that a 200 px
 # photo and a 1,000 px one are treated alike.
 WORKING_SIDE = 256  # the digit search runs at most at this size: a 20 px digit needs no more
+SMALLEST_SIDE = 112  # and at least at this one
 COARSE_SIDE = 96  # the paper's brightness is estimated on this coarse grid
 POLARITY_SIDE = 160  # and whether the ink is dark or light on this one...
 LIGHT_INK_ODDS = 2.0  # ... light when the evidence for it outweighs that for dark this much (the usual)
 CLOSING = 0.2  # dark things narrower than this are not paper: strokes, lines, specks
+WIDE_CLOSING = 0.5  # strokes wider than that are found again against a closing this wide...
+WIDE_INK = 0.8  # ... where they are nearly as dark as the rest of the digit
 MIN_CONTRAST = 0.08  # ink is at least this much darker than its paper (fraction of the paper's level)
 NOISE_MARGIN = 4.0  # and this many noise deviations above the paper
 HYSTERESIS = 0.5  # fainter ink (down to this fraction of the threshold) counts where it joins ink...
@@ -40,6 +43,7 @@ NEAR = 0.3  # pieces within this fraction of the digit's size belong to it
 PIECE = 0.25  # ... if they are at least this fraction of its size (a dot is not)
 SPANNING = 0.9  # what reaches this fraction across the image from a border is the page, not the digit
 PEAK_PERCENTILE = 90  # the stroke's ink level, for scaling to 255
+EDGE = 0.2  # of that level: the faintest edge of a stroke that still counts in the digit's box
 STROKE_WIDTH = 2.5  # MNIST pixels: thinner strokes are thickened to this (MNIST's are 1.5 to 3)
 
 
@@ -47,22 +51,28 @@ def find_digit(gray: np.ndarray) -> np.ndarray:
     """The digit in a grayscale image (any size, either polarity) as MNIST has it: uint8 [28, 28],
     white on black. Unprocessable when there is no ink at all."""
     work = _working_copy(gray)
-    contrast = _ink_contrast(work, light_ink=_light_ink(work))
+    light_ink = _light_ink(work)
+    contrast = _ink_contrast(work, light_ink)
     mask = _digit_mask(contrast)
     if mask is None:
         raise Unprocessable("image contains no digit: it is blank after background removal")
+    _fill_wide_strokes(mask, contrast, _ink_contrast(work, light_ink, WIDE_CLOSING))
+    _fill_ink_holes(mask, contrast, 255 - work if light_ink else work)
     return _mnist_frame(contrast, mask)
 
 
 def _working_copy(gray: np.ndarray) -> np.ndarray:
-    """float32, longest side at most WORKING_SIDE (box average, in the decoded type: 8-bit is faster)."""
+    """float32, longest side at most WORKING_SIDE (box average, in the decoded type: 8-bit is faster)
+    and at least SMALLEST_SIDE (smoothly enlarged: the search's few-pixel steps suit no smaller)."""
     height, width = gray.shape
     factor = max(height, width) / WORKING_SIDE
-    if factor > 1:
+    if factor <= 1:
+        factor = min(1.0, max(height, width) / SMALLEST_SIDE)
+    if factor != 1:
         size = (max(1, round(width / factor)), max(1, round(height / factor)))
         source = gray if gray.dtype in (np.uint8, np.float32) else gray.astype(np.float32)
-        gray = cv2.resize(source, size, interpolation=cv2.INTER_AREA)
-    return np.asarray(gray, np.float32)
+        gray = cv2.resize(source, size, interpolation=cv2.INTER_AREA if factor > 1 else cv2.INTER_CUBIC)
+    return np.clip(np.asarray(gray, np.float32), 0, 255)  # cubic enlarging overshoots at edges
 
 
 def _coarse(work: np.ndarray, side: int = COARSE_SIDE) -> tuple[np.ndarray, float]:
@@ -92,12 +102,12 @@ def _light_ink(work: np.ndarray) -> bool:
     return lighter > LIGHT_INK_ODDS * darker
 
 
-def _ink_contrast(work: np.ndarray, light_ink: bool) -> np.ndarray:
+def _ink_contrast(work: np.ndarray, light_ink: bool, closing: float = CLOSING) -> np.ndarray:
     """How far each pixel stands out from its surroundings towards the ink, as a fraction of the
     brighter of the two: about 0 on paper (noise either side), near 1 for black ink on white paper
     or chalk on a black board, whatever the light falling on them (lighting multiplies both)."""
     coarse, factor = _coarse(work)
-    kernel = max(3, round(max(coarse.shape) * CLOSING) | 1)
+    kernel = max(3, round(max(coarse.shape) * closing) | 1)
     element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
     # Closing (a max then a min filter) keeps the paper's own edges (shadows, the page's border)
     # where they are and fills in every dark thing narrower than the kernel, the writing included;
@@ -111,7 +121,10 @@ def _ink_contrast(work: np.ndarray, light_ink: bool) -> np.ndarray:
     if factor > 1:
         surround = cv2.resize(surround, (work.shape[1], work.shape[0]), interpolation=cv2.INTER_LINEAR)
     if light_ink:
-        return np.clip((work - surround) / np.maximum(work, surround + LIGHT_INK_SPAN), -1, 1)
+        # As a fraction of the chalk's own brightness nearby (the brightest pixel within a stroke's
+        # width), as dark ink's is of its paper's: the light falling on a board scales both.
+        chalk = cv2.dilate(work, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
+        return np.clip((work - surround) / np.maximum(chalk, surround + LIGHT_INK_SPAN), -1, 1)
     return np.clip((surround - work) / np.maximum(surround, 8.0), -1, 1)
 
 
@@ -244,15 +257,67 @@ def _pieces_near(labels: np.ndarray, stats: np.ndarray, main: int, others: list[
     return keep
 
 
+def _fill_wide_strokes(mask: np.ndarray, contrast: np.ndarray, wide: np.ndarray) -> None:
+    """Give back, in place, the middles of strokes wider than the closing in _ink_contrast (a bold
+    digit filling the image, a blob where strokes meet), which it took for paper: what is as dark as
+    the digit's ink against a closing WIDE_CLOSING wide (``wide``), joined to the digit, within its
+    box. A shadow, much lighter than ink, stays out."""
+    level = float(np.percentile(contrast[mask], PEAK_PERCENTILE))
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    inky = ((wide[box] >= WIDE_INK * level) & ~mask[box]).astype(np.uint8)
+    if not inky.any():
+        return
+    grown = mask[box].astype(np.uint8)
+    while True:
+        more = cv2.dilate(grown, np.ones((3, 3), np.uint8)) & inky & ~grown
+        if not more.any():
+            break
+        grown |= more
+    added = grown.astype(bool) & ~mask[box]
+    mask[box] |= added
+    contrast[box][added] = wide[box][added]
+
+
+def _fill_ink_holes(mask: np.ndarray, contrast: np.ndarray, darkness: np.ndarray) -> None:
+    """Fill, in place, the holes in the digit that are as dark as its ink (``darkness``: the working
+    image with the ink dark). Where a stroke is wider than the closing in _ink_contrast (a thick
+    marker, a blob where strokes meet) its middle was taken for paper; a loop's inside is paper."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((~mask[box]).astype(np.uint8), connectivity=4)
+    height, width = labels.shape
+    left, top, w, h = (stats[1:, i] for i in range(4))
+    enclosed = np.flatnonzero((left > 0) & (top > 0) & (left + w < width) & (top + h < height)) + 1
+    if not len(enclosed):
+        return
+    inside = mask[box]
+    ink = float(np.median(darkness[box][inside]))
+    around = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & ~mask
+    paper = float(np.median(darkness[around]))
+    level = float(np.percentile(contrast[mask], PEAK_PERCENTILE))
+    for i in enclosed:
+        hole = labels == i
+        if abs(float(np.median(darkness[box][hole])) - ink) < abs(
+            float(np.median(darkness[box][hole])) - paper
+        ):
+            mask[box][hole] = True
+            contrast[box][hole] = np.maximum(contrast[box][hole], level)
+
+
 def _mnist_frame(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The MNIST recipe on the digit's ink: crop, longest side to 20 px, centre of mass in 28x28;
     strokes thinner than MNIST's (a fine pen on a large digit) are thickened to STROKE_WIDTH first."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    fringe = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    crop = np.where(fringe, contrast, 0)[top:bottom, left:right]
     peak = float(np.percentile(contrast[mask], PEAK_PERCENTILE))
+    # The strokes' soft edges belong to the digit and to its box, as in MNIST's anti-aliased digits.
+    fringe = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    inked = fringe & (contrast > EDGE * peak)
+    rows = np.flatnonzero(inked.any(axis=1))
+    cols = np.flatnonzero(inked.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    crop = np.where(fringe, contrast, 0)[top:bottom, left:right]
     crop = np.clip(crop / max(peak, 1e-6), 0, 1).astype(np.float32) * 255
     scale = DIGIT_BOX / max(crop.shape)
     missing = STROKE_WIDTH - _stroke_width(mask[top:bottom, left:right]) * scale  # in MNIST pixels
@@ -270,8 +335,10 @@ def _mnist_frame(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray:
     frame = np.zeros((SIDE, SIDE), dtype=np.float32)
     total = float(box.sum())
     ys, xs = np.indices(box.shape)
-    centre_y = float((ys * box).sum() / total) if total > 0 else box.shape[0] / 2
-    centre_x = float((xs * box).sum() / total) if total > 0 else box.shape[1] / 2
+    # To a thousandth of a pixel: a symmetric digit's centre falls on .5, and float noise must not
+    # decide which way it rounds.
+    centre_y = round(float((ys * box).sum() / total), 3) if total > 0 else box.shape[0] / 2
+    centre_x = round(float((xs * box).sum() / total), 3) if total > 0 else box.shape[1] / 2
     top = int(np.clip(round(SIDE / 2 - centre_y), 0, SIDE - box.shape[0]))
     left = int(np.clip(round(SIDE / 2 - centre_x), 0, SIDE - box.shape[1]))
     frame[top : top + box.shape[0], left : left + box.shape[1]] = box

@@ -1,9 +1,9 @@
 """Ruled and squared paper: the lines' pixels, and the strokes that cross them kept whole.
 
 Works on ink masks and contrast maps of service.inputs.digit_finder (a working image of a few hundred
-pixels). A line is a row (or column) mostly inked over a long stretch, joined into something reaching
-most of the way across the image and thin; a thick one counts only along the image's border, where it
-is the table or the next page beyond the page's edge.
+pixels). A line is a row (or column) mostly inked over a long stretch, joined into something that
+runs off the image at one end at least and reaches most of the way across it, and thin; a thick one
+counts only along the image's border, where it is the table or the next page beyond the page's edge.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 LINE_RUN = 0.2  # of the image's width: rows inked over at least LINE_FILL of a stretch this long...
 LINE_FILL = 0.6
-LINE_LENGTH = 0.7  # ... joined into something reaching this far across the image...
+LINE_LENGTH = 0.7  # ... joined into something reaching this far across the image from a border...
 LINE_THICKNESS = 0.04  # ... and mostly no thicker than this (a long stroke of a large digit is)
 LINE_BRIDGE = 9  # px: strokes are joined again across a line this thick
 
@@ -37,7 +37,10 @@ def ruled_lines(ink: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarray, np.n
                 found.append(lines.T if across else lines)
                 continue
             _, labels, stats, _ = cv2.connectedComponentsWithStats(filled.astype(np.uint8) & thick)
-            for i in np.flatnonzero(stats[1:, cv2.CC_STAT_WIDTH] >= LINE_LENGTH * width) + 1:
+            left_end, span = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_WIDTH]
+            # Long, and running off the image at one end at least: a 7's long bar does not.
+            long = (span >= LINE_LENGTH * width) & ((left_end == 0) | (left_end + span == width))
+            for i in np.flatnonzero(long) + 1:
                 left, top, w, h = stats[i, :4]
                 box = (slice(top, top + h), slice(left, left + w))
                 line = labels[box] == i

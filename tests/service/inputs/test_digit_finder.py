@@ -127,16 +127,16 @@ def test_a_damaged_photo_is_framed_and_read_like_the_clean_one(
     damaged = np.stack([image_to_pixels(render(coverage(d))) for d in digits])
     for pixels in damaged:
         framed_like_mnist(pixels)
-    # What the model sees hardly changes (up to a pixel's shift): the damage is taken away, not
-    # passed on.
-    difference = np.min(
-        [
-            np.abs(np.roll(damaged.astype(int), (dy, dx), axis=(1, 2)) - clean).mean(axis=(1, 2))
-            for dy in (-1, 0, 1)
-            for dx in (-1, 0, 1)
-        ],
-        axis=0,
-    )
+
+    # What the model sees hardly changes (compared a little blurred and up to a pixel's shift, so
+    # that a stroke's edge or the rounding of the centre of mass counts for little): the damage is
+    # taken away, not passed on. (A single background level, the border's median, differs by 19 to
+    # 57 under a gradient, a shadow or a table edge, by up to 44 with specks or ruled lines.)
+    def soft(frames: np.ndarray) -> np.ndarray:
+        return np.stack([cv2.GaussianBlur(f.astype(np.float32), (0, 0), 1.0) for f in frames])
+
+    shifts = [np.roll(soft(damaged), (dy, dx), axis=(1, 2)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    difference = np.min([np.abs(shifted - soft(clean)).mean(axis=(1, 2)) for shifted in shifts], axis=0)
     assert difference.max() < 12, difference
     np.testing.assert_array_equal(backend.predict(damaged[:, None]).argmax(1), labels)
 
@@ -155,3 +155,30 @@ def test_a_blank_page_under_the_same_damage_is_no_digit(damage: str) -> None:
     blank = np.zeros((HEIGHT, WIDTH), np.float32)
     with pytest.raises(Unprocessable, match="no digit"):
         image_to_pixels(DAMAGE[damage](blank))
+
+
+def test_dark_on_light_drawings_read_as_well_as_mnist_itself(mnist: MnistArrays, backend: Backend) -> None:
+    # What the demo page and drawing apps send: dark on white, at MNIST's size or enlarged.
+    digits, labels = mnist.test_images[:300].numpy(), mnist.test_labels[:300].numpy()
+    as_mnist = (backend.predict(digits[:, None]).argmax(1) == labels).mean()
+    for enlarge in (1, 8):
+        drawn = [np.kron(255 - d, np.ones((enlarge, enlarge), np.uint8)) for d in digits]
+        pixels = np.stack([image_to_pixels(png(d)) for d in drawn])
+        assert (backend.predict(pixels[:, None]).argmax(1) == labels).mean() >= as_mnist - 0.005
+
+
+def test_bold_strokes_wider_than_the_paper_estimate_keep_their_middles(
+    mnist: MnistArrays, backend: Backend
+) -> None:
+    digits, labels = mnist.test_images[:DIGITS].numpy(), mnist.test_labels[:DIGITS].numpy()
+    marker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (25, 25))
+    for digit, label in zip(digits, labels, strict=True):
+        bold = cv2.dilate(coverage(digit, box=320, centre=(0.5, 0.5)), marker)  # strokes ~60 px wide
+        pixels = image_to_pixels(png(written(bold)))
+        framed_like_mnist(pixels)
+        rows = np.flatnonzero(pixels.max(axis=1) > 60)
+        cols = np.flatnonzero(pixels.max(axis=0) > 60)
+        box = pixels[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        solid = cv2.erode((box > 128).astype(np.uint8), np.ones((3, 3), np.uint8))
+        assert solid.any()  # strokes at least 3 px wide somewhere: filled, not outlines
+        assert backend.predict(pixels[None, None]).argmax(1)[0] == label

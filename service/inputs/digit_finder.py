@@ -26,11 +26,12 @@ DIGIT_BOX = 20
 # photo and a 1,000 px one are treated alike.
 WORKING_SIDE = 256  # the digit search runs at most at this size: a 20 px digit needs no more
 SMALLEST_SIDE = 112  # and at least at this one
-COARSE_SIDE = 96  # the paper's brightness is estimated on this coarse grid
+COARSE_SIDE = 64  # the paper's brightness is estimated on this coarse grid
 POLARITY_SIDE = 160  # and whether the ink is dark or light on this one...
 LIGHT_INK_ODDS = 2.0  # ... light when the evidence for it outweighs that for dark this much (the usual)
 CLOSING = 0.2  # dark things narrower than this are not paper: strokes, lines, specks
-WIDE_CLOSING = 0.5  # strokes wider than that are found again against a closing this wide...
+WIDE_STROKE = 0.3  # strokes this wide against CLOSING's width may have lost their middles...
+WIDE_CLOSING = 0.5  # ... which are found again against a closing this wide...
 WIDE_INK = 0.8  # ... where they are nearly as dark as the rest of the digit
 MIN_CONTRAST = 0.08  # ink is at least this much darker than its paper (fraction of the paper's level)
 NOISE_MARGIN = 4.0  # and this many noise deviations above the paper
@@ -56,7 +57,8 @@ def find_digit(gray: np.ndarray) -> np.ndarray:
     mask = _digit_mask(contrast)
     if mask is None:
         raise Unprocessable("image contains no digit: it is blank after background removal")
-    _fill_wide_strokes(mask, contrast, _ink_contrast(work, light_ink, WIDE_CLOSING))
+    if _stroke_width(mask[_box(mask)]) >= WIDE_STROKE * CLOSING * max(work.shape):  # bold, filling it
+        _fill_wide_strokes(mask, contrast, _ink_contrast(work, light_ink, WIDE_CLOSING))
     _fill_ink_holes(mask, contrast, 255 - work if light_ink else work)
     return _mnist_frame(contrast, mask)
 
@@ -257,25 +259,26 @@ def _pieces_near(labels: np.ndarray, stats: np.ndarray, main: int, others: list[
     return keep
 
 
+def _box(mask: np.ndarray) -> tuple[slice, slice]:
+    """The bounding box of a non-empty mask, as slices."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def _fill_wide_strokes(mask: np.ndarray, contrast: np.ndarray, wide: np.ndarray) -> None:
     """Give back, in place, the middles of strokes wider than the closing in _ink_contrast (a bold
     digit filling the image, a blob where strokes meet), which it took for paper: what is as dark as
     the digit's ink against a closing WIDE_CLOSING wide (``wide``), joined to the digit, within its
     box. A shadow, much lighter than ink, stays out."""
     level = float(np.percentile(contrast[mask], PEAK_PERCENTILE))
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    box = _box(mask)
     inky = ((wide[box] >= WIDE_INK * level) & ~mask[box]).astype(np.uint8)
     if not inky.any():
         return
-    grown = mask[box].astype(np.uint8)
-    while True:
-        more = cv2.dilate(grown, np.ones((3, 3), np.uint8)) & inky & ~grown
-        if not more.any():
-            break
-        grown |= more
-    added = grown.astype(bool) & ~mask[box]
+    _, labels = cv2.connectedComponents(inky | mask[box].astype(np.uint8), connectivity=8)
+    joined = np.isin(labels, np.unique(labels[mask[box]]))
+    added = joined & ~mask[box]
     mask[box] |= added
     contrast[box][added] = wide[box][added]
 
@@ -284,9 +287,7 @@ def _fill_ink_holes(mask: np.ndarray, contrast: np.ndarray, darkness: np.ndarray
     """Fill, in place, the holes in the digit that are as dark as its ink (``darkness``: the working
     image with the ink dark). Where a stroke is wider than the closing in _ink_contrast (a thick
     marker, a blob where strokes meet) its middle was taken for paper; a loop's inside is paper."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    box = _box(mask)
     _, labels, stats, _ = cv2.connectedComponentsWithStats((~mask[box]).astype(np.uint8), connectivity=4)
     height, width = labels.shape
     left, top, w, h = (stats[1:, i] for i in range(4))

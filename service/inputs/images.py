@@ -1,10 +1,10 @@
 """Turn what clients send into the model's input: uint8 ``[28, 28]``, white digit on black.
 
-Image files of any size go through the recipe the original MNIST was made with, so a photo or scan
-of a dark digit on light paper looks to the model like an MNIST sample: grayscale, invert when the
-background is light, crop to the ink, scale the longest side to 20 px keeping the aspect ratio, and
-place it in a 28x28 frame by its centre of mass. A 28x28 image already in MNIST convention (dark
-background) passes through unchanged, as do pixel arrays, which are raw model input by contract.
+Image files of any size are decoded to grayscale, and the digit in them is found and put through the
+recipe the original MNIST was made with (service.inputs.digit_finder), so that a photo or scan of a
+digit on paper or a board, under uneven light, looks to the model like an MNIST sample. A 28x28
+image already in MNIST convention (dark background) passes through unchanged, as do pixel arrays,
+which are raw model input by contract.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
+from service.inputs.digit_finder import find_digit
 
 SIDE = 28
-DIGIT_BOX = 20
-INK_THRESHOLD = 0.2  # fraction of the ink's peak intensity that still counts as ink when cropping
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 DEFAULT_MAX_PIXELS = 25_000_000
 # Larger images are shrunk (box average, on 8-bit pixels) to at most this side right after decoding:
@@ -244,11 +243,6 @@ def _finite(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _background_level(gray: np.ndarray) -> float:
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return float(np.median(border))
-
-
 def _dark_background(gray: np.ndarray) -> bool:
     """Most of the border is dark (the median border pixel is below mid-grey)."""
     height, width = gray.shape
@@ -257,34 +251,10 @@ def _dark_background(gray: np.ndarray) -> bool:
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:
-    """Apply the MNIST recipe to a grayscale image of any size; return uint8 [28, 28]."""
+    """Find the digit in a grayscale image of any size and apply the MNIST recipe; uint8 [28, 28]."""
     if gray.shape == (SIDE, SIDE) and _dark_background(gray):  # already MNIST: unchanged
         return gray if gray.dtype == np.uint8 else np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-    gray = gray.astype(np.float64)
-    if not _dark_background(gray):
-        gray = 255.0 - gray
-    ink = np.clip(gray - _background_level(gray), 0, None)
-    peak = float(ink.max())
-    if peak < 8:  # nothing but (near-)uniform background
-        raise Unprocessable("image contains no digit: it is blank after background removal")
-    ink = ink * (255.0 / peak)
-    rows = np.flatnonzero((ink > INK_THRESHOLD * 255).any(axis=1))
-    cols = np.flatnonzero((ink > INK_THRESHOLD * 255).any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    height, width = crop.shape
-    scale = DIGIT_BOX / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    box = np.asarray(Image.fromarray(crop.astype(np.float32)).resize(size, Image.Resampling.LANCZOS))
-    box = np.clip(box, 0, 255)
-    frame = np.zeros((SIDE, SIDE), dtype=np.float64)
-    total = float(box.sum())
-    ys, xs = np.indices(box.shape)
-    centre_y = float((ys * box).sum() / total) if total > 0 else box.shape[0] / 2
-    centre_x = float((xs * box).sum() / total) if total > 0 else box.shape[1] / 2
-    top = int(np.clip(round(SIDE / 2 - centre_y), 0, SIDE - box.shape[0]))
-    left = int(np.clip(round(SIDE / 2 - centre_x), 0, SIDE - box.shape[1]))
-    frame[top : top + box.shape[0], left : left + box.shape[1]] = box
-    return np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+    return find_digit(gray)
 
 
 def image_to_pixels(data: bytes, budget: DecodeBudget | None = None) -> np.ndarray:

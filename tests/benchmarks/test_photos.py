@@ -1,0 +1,74 @@
+"""benchmarks/photo_set.py renders test digits as photos reproducibly; benchmarks/photos.py scores them
+through the real server and through mnist-score; benchmarks/preprocess_cost.py times their
+preprocessing against a git revision's."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.photo_set import KINDS, NON_DIGITS, non_digit_set, photo_set, render
+from training.data import MnistArrays
+
+from .scripts import run_benchmark
+
+
+def test_the_set_is_reproducible_from_its_seed_and_records_each_sample_s_damage(mnist: MnistArrays) -> None:
+    images, labels = mnist.test_images.numpy(), mnist.test_labels.numpy()
+    first = photo_set(images, labels, 40, seed=3)
+    again = photo_set(images, labels, 40, seed=3)
+    assert [p.data for p in first] == [p.data for p in again]
+    assert [p.index for p in photo_set(images, labels, 40, seed=4)] != [p.index for p in first]
+    assert len({p.index for p in first}) == 40  # distinct test digits
+    for photo in first:
+        assert photo.label == labels[photo.index]
+        assert set(photo.kinds) <= set(KINDS)
+        assert ("photo" in photo.kinds) != ("scan" in photo.kinds)
+        assert ("jpeg" in photo.kinds) == (photo.extension == "jpg") != ("png" in photo.kinds)
+        with Image.open(io.BytesIO(photo.data)) as image:
+            assert image.size == (photo.width, photo.height)
+            assert min(image.size) >= 200 and max(image.size) <= 1200
+    # A sample does not depend on how many were asked for.
+    assert render(images[first[0].index], first[0].label, first[0].index, 3).data == first[0].data
+
+
+def test_the_undamaged_drawing_is_black_on_white_and_nothing_else(mnist: MnistArrays) -> None:
+    digit = mnist.test_images[0].numpy()
+    plain = render(digit, 7, 0, seed=0, damaged=False)
+    with Image.open(io.BytesIO(plain.data)) as image:
+        pixels = np.asarray(image.convert("L"))
+    assert plain.extension == "png" and pixels.min() < 30 and np.median(pixels) == 255
+
+
+def test_non_digits_are_blank_pages_letters_and_scribbles() -> None:
+    others = non_digit_set(6, seed=0)
+    assert [p.kinds[0] for p in others] == [*NON_DIGITS, *NON_DIGITS]
+    assert all(p.label == -1 for p in others)
+
+
+def test_the_script_scores_the_same_files_through_http_and_mnist_score() -> None:
+    output = run_benchmark("photos.py", "--count", "12", "--non-digits", "3", timeout=600)
+    summary = re.search(
+        r"12 photo-like MNIST test digits \(seed 0\): POST /predict ([\d.]+)%, mnist-score ([\d.]+)%; "
+        r"MNIST test \(10,000, mnist-score\) ([\d.]+)%",
+        output,
+    )
+    assert summary is not None, output
+    assert summary.group(1) == summary.group(2)  # one preprocessing, one model: the same answers
+    assert float(summary.group(3)) > 99
+    assert re.search(r"^all\s+12\s+[\d.]+%\s+[\d.]+%\s+\d+$", output, re.MULTILINE), output
+    assert re.search(r"preprocessing \(decode \+ to_mnist\) per photo: median [\d.]+ ms", output), output
+    assert re.search(
+        r"mnist_low_confidence_predictions_total grew by (\d+) \(answers below 0.5: \1\)", output
+    )
+
+
+def test_the_preprocessing_cost_is_compared_with_a_git_revision() -> None:
+    output = run_benchmark(
+        "preprocess_cost.py", "--baseline", "HEAD", "--count", "8", "--rounds", "1", timeout=300
+    )
+    for label in ("file -> 28x28", "to_mnist alone"):
+        assert re.search(rf"^{label}\s+[\d.]+ ms\s+[\d.]+ ms\s+[\d.]+x$", output, re.MULTILINE), output

@@ -244,9 +244,7 @@ def _pieces_near(labels: np.ndarray, stats: np.ndarray, main: int, others: list[
         close = [i for i in others if max(x0 - right[i], left[i] - x1, y0 - bottom[i], top[i] - y1) <= reach]
         if not close:
             break
-        distance = cv2.distanceTransform(
-            (~np.isin(labels, np.asarray(keep) + 1)).astype(np.uint8), cv2.DIST_L2, 3
-        )
+        distance = _distances((~np.isin(labels, np.asarray(keep) + 1)).astype(np.uint8), 3)
         added = []
         for i in close:
             window = (slice(top[i], bottom[i]), slice(left[i], right[i]))
@@ -349,6 +347,19 @@ def _mnist_frame(contrast: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _stroke_width(mask: np.ndarray) -> float:
     """The strokes' typical width in pixels: twice the distance from their middle (the ridge of the
     distance to the paper) to their edge."""
-    depth = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    depth = _distances(mask.astype(np.uint8), cv2.DIST_MASK_PRECISE)
     ridge = (depth > 0) & (depth >= cv2.dilate(depth, np.ones((3, 3), np.uint8)))
     return 2 * float(np.median(depth[ridge])) - 1 if ridge.any() else 0.0
+
+
+def _distances(mask: np.ndarray, mask_size: int) -> np.ndarray:
+    """Euclidean distance from each nonzero pixel to the nearest zero, without Intel IPP. OpenCV turns
+    IPP on per thread, and IPP's exact transform gives other distances than OpenCV's own: the same
+    photo became another 28x28 in an API server's decode thread than on its event loop or in
+    mnist-score."""
+    with_ipp = cv2.ipp.useIPP()
+    cv2.ipp.setUseIPP(False)  # for this thread only
+    try:
+        return cv2.distanceTransform(mask, cv2.DIST_L2, mask_size)
+    finally:
+        cv2.ipp.setUseIPP(with_ipp)

@@ -53,6 +53,4 @@ def test_mnist_score_matches_the_server_file_for_file(
     assert [int(row["digit"]) for row in rows] == [p["digit"] for p in served]
     offline = np.array([[float(row[f"p{d}"]) for d in range(10)] for row in rows], np.float32)
     online = np.array([p["probabilities"] for p in served], np.float32)
-    # The same pixels through the same model; the batches' thread counts may differ between the two,
-    # and with them the order of the sums in the last bit.
-    np.testing.assert_allclose(offline, online, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(offline, online)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -18,6 +19,7 @@ from service.model.repository import resolve
 from training.data import MnistArrays
 
 from ...conftest import ROOT
+from ...integration.images import encode, paper_photo
 
 HEIGHT, WIDTH = 480, 640
 PAPER, INK = 225.0, 30.0
@@ -182,3 +184,15 @@ def test_bold_strokes_wider_than_the_paper_estimate_keep_their_middles(
         solid = cv2.erode((box > 128).astype(np.uint8), np.ones((3, 3), np.uint8))
         assert solid.any()  # strokes at least 3 px wide somewhere: filled, not outlines
         assert backend.predict(pixels[None, None]).argmax(1)[0] == label
+
+
+def test_a_photo_becomes_the_same_28x28_in_any_thread(mnist: MnistArrays) -> None:
+    # An API server preprocesses on its event loop or in a decode thread, mnist-score in its own
+    # processes: OpenCV's per-thread Intel IPP gave another distance transform in new threads.
+    for index in (15, 3, 7):
+        data = encode(paper_photo(mnist.test_images[index].numpy(), seed=index), "JPEG")
+        here = image_to_pixels(data)
+        with ThreadPoolExecutor(3) as threads:  # three new threads
+            elsewhere = list(threads.map(image_to_pixels, [data] * 3))
+        for pixels in elsewhere:
+            np.testing.assert_array_equal(pixels, here)

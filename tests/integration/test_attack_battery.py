@@ -219,6 +219,10 @@ def test_every_attack_is_answered_as_specified_and_leaves_no_memory_behind(targe
     with connect(target) as sock:  # the first requests of each kind import and allocate for good
         for request in warm_up * 3:
             assert _answered_and_kept_open(sock, request)[0] == 200
+    # So does the first large image on each API server: its decode threads, their stacks and malloc
+    # arenas, OpenCV's thread pool (tens of MB, once).
+    large_images_in_parallel(target)
+    large_images_in_parallel(target)
     before = tree_rss(target)
     trace = []
     for attack in BATTERY:

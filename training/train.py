@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from training.augment import photo_like
 from training.config import TrainConfig
 from training.data import MnistArrays, split_train_val
 from training.models import NUM_CLASSES, Normalize
@@ -46,21 +47,6 @@ class TrainResult:
 def to_unit(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 28, 28] -> float [N, 1, 28, 28] in [0, 1] (the export wrapper does the same)."""
     return pixels.unsqueeze(1).to(torch.float32) / 255.0
-
-
-def random_affine(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Small random rotations, zooms and shifts, applied to a whole batch at once on its device."""
-    n = images.shape[0]
-    params = torch.rand(n, 4, generator=generator) * 2 - 1  # uniform in [-1, 1]
-    angle = params[:, 0] * math.radians(10)
-    scale = 1 + params[:, 1] * 0.1
-    shift = params[:, 2:] * (2.5 / 14)  # up to 2.5 px; affine_grid coordinates span 2 per 28 px
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )
-    grid = F.affine_grid(theta.to(images.device), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, align_corners=False, padding_mode="zeros")
 
 
 def loss_fn(name: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -165,7 +151,7 @@ def fit(config: TrainConfig, network: nn.Module, data: MnistArrays, device: torc
         for index in bar:
             x, y = to_unit(train_x[index.to(device)]), train_y[index.to(device)]
             if config.augment:
-                x = random_affine(x, augment)
+                x = photo_like(x, augment)
             logits = network(normalize(x))
             loss = loss_fn(config.loss, logits, y)
             optimizer.zero_grad(set_to_none=True)

@@ -28,7 +28,7 @@ $(BIN)/.installed: pyproject.toml
 serve: $(BIN)/.installed
 	$(BIN)/mnist-serve --port $(PORT)
 
-# The exact command that produced models/mnist/1 (publishes the next version number into models/).
+# The exact command that produced the default model, models/mnist/2 (publishes the next version into models/).
 train-default: $(BIN)/.installed
 	$(BIN)/mnist-train --arch cnn-small --seed 0
 

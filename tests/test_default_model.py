@@ -12,9 +12,9 @@ import torch
 from training.data import MnistArrays, sha256_file
 from training.export import load_torchscript
 
-from .conftest import ROOT
+from .integration.harness import DEFAULT_VERSION, ROOT
 
-VERSION = ROOT / "models" / "mnist" / "1"
+VERSION = ROOT / "models" / "mnist" / DEFAULT_VERSION
 
 
 @pytest.fixture(scope="module")

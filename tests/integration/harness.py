@@ -20,6 +20,8 @@ import psutil
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
+# What a server started on the committed repository serves: its highest version.
+DEFAULT_VERSION = str(max(int(p.name) for p in (ROOT / "models" / "mnist").iterdir() if p.name.isdigit()))
 
 
 def free_port() -> int:

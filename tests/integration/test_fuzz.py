@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from .harness import RunningServer
+from .harness import DEFAULT_VERSION, RunningServer
 
 EXAMPLES = os.environ.get("MNIST_FUZZ_EXAMPLES", "40")  # per operation; raise it for a longer campaign
 
@@ -18,7 +18,7 @@ def test_schemathesis_finds_no_server_error(server: RunningServer, tmp_path: Pat
     children_before = sorted(c.pid for c in psutil.Process(server.process.pid).children(recursive=True))
     config = tmp_path / "schemathesis.toml"
     # The served model's name and version, so generated requests reach inference, not just the 404 path.
-    config.write_text('[parameters]\n"path.name" = "mnist"\n"path.version" = "1"\n')
+    config.write_text(f'[parameters]\n"path.name" = "mnist"\n"path.version" = "{DEFAULT_VERSION}"\n')
     result = subprocess.run(
         [
             str(Path(sys.executable).parent / "schemathesis"),

@@ -12,7 +12,7 @@ from service.model.backends import load_backend
 from service.model.repository import resolve
 from training.data import MnistArrays
 
-from .harness import ROOT, RunningServer
+from .harness import DEFAULT_VERSION, ROOT, RunningServer
 from .images import b64, encode, multipart, paper_photo, png
 
 
@@ -44,7 +44,8 @@ def test_png_uploads_answer_like_the_offline_backend(server: RunningServer, digi
     assert (expected.argmax(1) == labels[:16]).mean() >= 0.9
     first = payload["predictions"][0]
     assert first["confidence"] == pytest.approx(max(first["probabilities"]))
-    assert payload["model"] == {"name": "mnist", "version": "1", "backend": "onnx", "device": "cpu"}
+    model = {"name": "mnist", "version": DEFAULT_VERSION, "backend": "onnx", "device": "cpu"}
+    assert payload["model"] == model
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from tritonclient.utils import InferenceServerException
 
 from training.data import MnistArrays
 
-from .harness import RunningServer
+from .harness import DEFAULT_VERSION, RunningServer
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +19,13 @@ def client(server: RunningServer) -> triton.InferenceServerClient:
 
 def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
     assert client.is_server_live() and client.is_server_ready()
-    assert client.is_model_ready("mnist") and client.is_model_ready("mnist", "1")
-    assert not client.is_model_ready("mnist", "2")
+    assert client.is_model_ready("mnist") and client.is_model_ready("mnist", DEFAULT_VERSION)
+    assert not client.is_model_ready("mnist", str(int(DEFAULT_VERSION) + 1))
     server_metadata = client.get_server_metadata()
     assert (
         server_metadata["name"] == "mnist-serving" and "binary_tensor_data" in server_metadata["extensions"]
     )
-    metadata = client.get_model_metadata("mnist", "1")
+    metadata = client.get_model_metadata("mnist", DEFAULT_VERSION)
     assert metadata["inputs"] == [{"name": "pixels", "datatype": "UINT8", "shape": [-1, 1, 28, 28]}]
     assert metadata["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}]
     assert metadata["parameters"]["provider"] == "CPUExecutionProvider"
@@ -48,14 +48,18 @@ def test_infer_json_and_binary(
     infer_input = triton.InferInput("pixels", list(tensor.shape), datatype)
     infer_input.set_data_from_numpy(tensor, binary_data=binary_input)
     output = triton.InferRequestedOutput("probabilities", binary_data=binary_output)
-    result = client.infer("mnist", [infer_input], model_version="1", outputs=[output], request_id="req-7")
+    result = client.infer(
+        "mnist", [infer_input], model_version=DEFAULT_VERSION, outputs=[output], request_id="req-7"
+    )
     probabilities = result.as_numpy("probabilities")
     assert probabilities.shape == (8, 10) and probabilities.dtype == np.float32
     assert (probabilities.argmax(1) == labels).mean() >= 7 / 8
     np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
     response = result.get_response()
     assert (
-        response["model_name"] == "mnist" and response["model_version"] == "1" and response["id"] == "req-7"
+        response["model_name"] == "mnist"
+        and response["model_version"] == DEFAULT_VERSION
+        and response["id"] == "req-7"
     )
 
 

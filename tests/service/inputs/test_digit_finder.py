@@ -161,7 +161,8 @@ def test_a_blank_page_under_the_same_damage_is_no_digit(damage: str) -> None:
 
 def test_dark_on_light_drawings_read_as_well_as_mnist_itself(mnist: MnistArrays, backend: Backend) -> None:
     # What the demo page and drawing apps send: dark on white, at MNIST's size or enlarged.
-    digits, labels = mnist.test_images[:300].numpy(), mnist.test_labels[:300].numpy()
+    # 1,000 digits: a point of the tolerance is then 10 digits, not 3 (one digit must not decide).
+    digits, labels = mnist.test_images[:1000].numpy(), mnist.test_labels[:1000].numpy()
     as_mnist = (backend.predict(digits[:, None]).argmax(1) == labels).mean()
     for enlarge in (1, 8):
         drawn = [np.kron(255 - d, np.ones((enlarge, enlarge), np.uint8)) for d in digits]

@@ -44,6 +44,48 @@ KINDS = (
 
 
 @dataclass(frozen=True)
+class Conditions:
+    """How often each kind of damage happens (a chance per sample) and how far the drawing may go.
+
+    Both sets reach further than users do; ``HARSH`` adds what some users produce on a bad day
+    (notebook lines, dust, the table showing, faded pencil, 1-bit scans, tiny and strongly turned
+    digits, pages at an angle)."""
+
+    name: str
+    smallest: float  # the digit's height, as a fraction of the page's shorter side, from this to 0.8
+    turn_sd: float  # degrees, normal...
+    max_turn: float  # ... clipped at this
+    thin_pen: float
+    thick_marker: float
+    perspective: float
+    light_on_dark: float
+    low_contrast: float
+    ruled: float
+    specks: float
+    gradient: float
+    shadow: float
+    edge: float
+    binary: float  # of scans
+
+
+# Photos and scans as people take them, wider than they take them: the light falling off to a third
+# across the page, shadows taking 60 % of it, noise up to sd 22, JPEG quality 30, blur up to 1.2 %
+# of the page, any paper and pen colour, pens from a fine liner to a marker, digits from a quarter of
+# the page, turned up to 15 degrees.
+EVERYDAY = Conditions(
+    "everyday", smallest=0.25, turn_sd=5.0, max_turn=15.0, thin_pen=0.3, thick_marker=0.1, perspective=0.0,
+    light_on_dark=0.08, low_contrast=0.0, ruled=0.0, specks=0.0, gradient=0.6, shadow=0.3, edge=0.0,
+    binary=0.0,
+)  # fmt: skip
+HARSH = Conditions(
+    "harsh", smallest=0.15, turn_sd=7.0, max_turn=22.0, thin_pen=0.3, thick_marker=0.1, perspective=0.3,
+    light_on_dark=0.08, low_contrast=0.1, ruled=0.25, specks=0.3, gradient=0.6, shadow=0.3, edge=0.15,
+    binary=0.25,
+)  # fmt: skip
+CONDITIONS = {c.name: c for c in (EVERYDAY, HARSH)}
+
+
+@dataclass(frozen=True)
 class Photo:
     """One rendered sample: the file's bytes and what it shows."""
 
@@ -60,14 +102,23 @@ class Photo:
         return f"{self.index:05d}.{self.extension}"
 
 
-def photo_set(images: np.ndarray, labels: np.ndarray, count: int, seed: int) -> list[Photo]:
+def photo_set(
+    images: np.ndarray, labels: np.ndarray, count: int, seed: int, conditions: Conditions = HARSH
+) -> list[Photo]:
     """``count`` distinct test digits chosen by ``seed``, each rendered from its own seeded stream
     (so a sample does not change with ``count``)."""
     chosen = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
-    return [render(images[i], int(labels[i]), int(i), seed) for i in chosen]
+    return [render(images[i], int(labels[i]), int(i), seed, conditions) for i in chosen]
 
 
-def render(digit: np.ndarray, label: int, index: int, seed: int, damaged: bool = True) -> Photo:
+def render(
+    digit: np.ndarray,
+    label: int,
+    index: int,
+    seed: int,
+    conditions: Conditions = HARSH,
+    damaged: bool = True,
+) -> Photo:
     """Render one MNIST digit (uint8 28x28, white on black) as a photo or scan; with ``damaged``
     False, the same drawing (pen, size, place, angle) in black on white paper and nothing else, to
     tell what the damage costs from what the drawing does."""
@@ -76,9 +127,9 @@ def render(digit: np.ndarray, label: int, index: int, seed: int, damaged: bool =
     scan = rng.random() < 0.3
     kinds.add("scan" if scan else "photo")
     width, height = _page_size(rng)
-    ink = _ink(digit, rng, width, height, kinds, perspective=not scan)
+    ink = _ink(digit, rng, width, height, kinds, conditions, scan)
     if damaged:
-        data, extension = _photograph(ink, rng, kinds, scan)
+        data, extension = _photograph(ink, rng, kinds, conditions, scan)
     else:
         buffer = io.BytesIO()
         Image.fromarray(np.rint(255 * (1 - ink)).astype(np.uint8)).save(buffer, format="PNG")
@@ -92,7 +143,7 @@ LETTERS = "ABCDEFHKMNPRUVWXYZabdefhkmnrtwxy#&?%@*+="
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX)
 
 
-def non_digit_set(count: int, seed: int) -> list[Photo]:
+def non_digit_set(count: int, seed: int, conditions: Conditions = HARSH) -> list[Photo]:
     """``count`` photos and scans of what is not a digit (blank pages, letters and signs, scribbles),
     with the same damage as the digits; label -1, their kind first among their kinds."""
     photos = []
@@ -107,8 +158,8 @@ def non_digit_set(count: int, seed: int) -> list[Photo]:
             ink = np.zeros((height, width), np.float32)
         else:
             shape = _letter(rng) if what == "letter" else _scribble(rng)
-            ink = _ink(shape, rng, width, height, kinds, perspective=not scan)
-        data, extension = _photograph(ink, rng, kinds, scan)
+            ink = _ink(shape, rng, width, height, kinds, conditions, scan)
+        data, extension = _photograph(ink, rng, kinds, conditions, scan)
         ordered = (what, *(kind for kind in KINDS if kind in kinds))
         photos.append(Photo(index, -1, data, extension, ordered, width, height))
     return photos
@@ -138,27 +189,35 @@ def _page_size(rng: np.random.Generator) -> tuple[int, int]:
     return min(width, 2 * height), min(height, 2 * width)
 
 
-def _photograph(ink: np.ndarray, rng: np.random.Generator, kinds: set[str], scan: bool) -> tuple[bytes, str]:
+def _photograph(
+    ink: np.ndarray, rng: np.random.Generator, kinds: set[str], conditions: Conditions, scan: bool
+) -> tuple[bytes, str]:
     """Paper, ruling, the pen's ink, specks, light, optics, file: the encoded file and its extension."""
     height, width = ink.shape
-    light_on_dark = rng.random() < 0.08
-    paper, pen = _colours(rng, kinds, light_on_dark, scan)
+    light_on_dark = rng.random() < conditions.light_on_dark
+    paper, pen = _colours(rng, kinds, conditions, light_on_dark, scan)
     page = np.empty((height, width, 3), np.float32)
     page[:] = paper
-    if rng.random() < 0.25:
+    if rng.random() < conditions.ruled:
         _rule(page, rng, kinds, paper, light_on_dark)
     alpha = ink[..., None]
     page = page * (1 - alpha) + np.asarray(pen, np.float32) * alpha
-    if rng.random() < 0.3:
+    if rng.random() < conditions.specks:
         _specks(page, rng, kinds, pen, min(width, height))
     if not scan:
-        _light(page, rng, kinds)
+        _light(page, rng, kinds, conditions)
     _optics(page, rng, kinds, scan, min(width, height))
-    return _encode(page, rng, kinds, scan)
+    return _encode(page, rng, kinds, conditions, scan)
 
 
 def _ink(
-    digit: np.ndarray, rng: np.random.Generator, width: int, height: int, kinds: set[str], perspective: bool
+    digit: np.ndarray,
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    kinds: set[str],
+    conditions: Conditions,
+    scan: bool,
 ) -> np.ndarray:
     """The pen's coverage, float32 [height, width] in [0, 1]: the digit enlarged, redrawn with a pen
     of some width, rotated, perhaps seen at an angle, placed anywhere it fits."""
@@ -166,7 +225,7 @@ def _ink(
     cols = np.flatnonzero(digit.max(0) > 0)
     crop = digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32) / 255
     shorter = min(width, height)
-    fraction = float(rng.uniform(0.15, 0.8))
+    fraction = float(rng.uniform(conditions.smallest, 0.8))
     if fraction < 0.25:
         kinds.add("small")
     digit_height = max(40.0, fraction * shorter)
@@ -178,25 +237,25 @@ def _ink(
     big = cv2.GaussianBlur(big, (0, 0), 0.6 * scale)  # round off the enlarged 28x28 grid
     # The pen: where the smooth digit passes a level (MNIST's own strokes sit near 0.35; a lower
     # level thickens them), or a thinner pen along the strokes' middle.
-    if rng.random() < 0.3:
+    if rng.random() < conditions.thin_pen:
         kinds.add("thin_pen")
         half_width = float(rng.uniform(0.3, 0.9)) * scale  # MNIST's strokes: about 1.3 * scale
         big = _thin_pen(crop, big.shape, scale, pad, max(1.0, half_width))
     else:
         big = np.clip((big - float(rng.uniform(0.2, 0.5))) / 0.08 + 0.5, 0, 1)
-    if rng.random() < 0.1:
+    if rng.random() < conditions.thick_marker:
         kinds.add("thick_marker")
         radius = max(1, round(float(rng.uniform(0.3, 0.8)) * scale))
         big = cv2.dilate(big, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
 
-    angle = float(np.clip(rng.normal(0, 7), -22, 22))
+    angle = float(np.clip(rng.normal(0, conditions.turn_sd), -conditions.max_turn, conditions.max_turn))
     if abs(angle) > 10:
         kinds.add("rotated")
     h, w = big.shape
     turn = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
     turned = cv2.transform(corners[None], turn)[0]
-    if perspective and rng.random() < 0.3:
+    if not scan and rng.random() < conditions.perspective:
         kinds.add("perspective")
         turned = turned + rng.uniform(-0.12, 0.12, size=(4, 2)).astype(np.float32) * max(w, h)
     # Shrink the whole drawing if it does not fit the page, then place it anywhere it fits.
@@ -272,7 +331,7 @@ PENS = {  # RGB: what ballpoints, fineliners and pencils leave on paper
 
 
 def _colours(
-    rng: np.random.Generator, kinds: set[str], light_on_dark: bool, scan: bool
+    rng: np.random.Generator, kinds: set[str], conditions: Conditions, light_on_dark: bool, scan: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Paper and pen colours (RGB floats); the pen may be any colour dark enough to read."""
     tinted = not scan and rng.random() < 0.4
@@ -289,7 +348,7 @@ def _colours(
         pen = pen + float(rng.uniform(0, 60))  # lighter pens, grey prints
         if tinted:
             paper = paper * rng.uniform(0.82, 1.0, size=3)  # cream, blue-grey, pink paper
-    if rng.random() < 0.1:
+    if rng.random() < conditions.low_contrast:
         kinds.add("low_contrast")
         pen = paper + (pen - paper) * float(rng.uniform(0.3, 0.5))
     if tinted:
@@ -334,14 +393,14 @@ def _specks(page: np.ndarray, rng: np.random.Generator, kinds: set[str], pen: np
         cv2.circle(page, centre, radius, colour, -1, lineType=cv2.LINE_AA)
 
 
-def _light(page: np.ndarray, rng: np.random.Generator, kinds: set[str]) -> None:
+def _light(page: np.ndarray, rng: np.random.Generator, kinds: set[str], conditions: Conditions) -> None:
     """Uneven light: a ramp or vignette, a soft shadow, the dark table beyond the page's edge."""
     height, width = page.shape[:2]
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     ys /= height
     xs /= width
     light = np.ones((height, width), np.float32)
-    if rng.random() < 0.6:
+    if rng.random() < conditions.gradient:
         kinds.add("gradient")
         depth = float(rng.uniform(0.2, 0.65))
         if rng.random() < 0.7:  # a ramp in any direction
@@ -352,10 +411,10 @@ def _light(page: np.ndarray, rng: np.random.Generator, kinds: set[str]) -> None:
         else:  # a vignette around an off-centre spot
             cx, cy = rng.uniform(0.2, 0.8, size=2)
             light *= 1 - depth * np.clip(((xs - cx) ** 2 + (ys - cy) ** 2) / 0.5, 0, 1)
-    if rng.random() < 0.3:
+    if rng.random() < conditions.shadow:
         kinds.add("shadow")
         light *= 1 - float(rng.uniform(0.3, 0.6)) * _shadow_mask(rng, xs, ys, min(width, height))
-    if rng.random() < 0.15:
+    if rng.random() < conditions.edge:
         kinds.add("edge")
         beyond = _edge_mask(rng, xs, ys)
         table = np.asarray(rng.uniform(10, 90, size=3), np.float32)
@@ -401,11 +460,13 @@ def _optics(page: np.ndarray, rng: np.random.Generator, kinds: set[str], scan: b
     np.clip(page, 0, 255, out=page)
 
 
-def _encode(page: np.ndarray, rng: np.random.Generator, kinds: set[str], scan: bool) -> tuple[bytes, str]:
+def _encode(
+    page: np.ndarray, rng: np.random.Generator, kinds: set[str], conditions: Conditions, scan: bool
+) -> tuple[bytes, str]:
     """JPEG (quality 30-95) for most photos, PNG for most scans; some scans are 1-bit."""
     pixels = np.rint(page).astype(np.uint8)
     buffer = io.BytesIO()
-    if scan and rng.random() < 0.25:
+    if scan and rng.random() < conditions.binary:
         kinds.update(("binary", "png"))
         gray = np.asarray(Image.fromarray(pixels).convert("L"))
         _, binary = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)  # the scanner's own

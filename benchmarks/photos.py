@@ -10,6 +10,7 @@ on digits and on non-digits, the preprocessing cost per photo (decode + to_mnist
 one core) and the digits both paths got wrong.
 
     .venv/bin/python benchmarks/photos.py                          # 1,000 digits, 150 non-digits, seed 0
+    .venv/bin/python benchmarks/photos.py --conditions harsh       # notebook lines, dust, faded pencil...
     .venv/bin/python benchmarks/photos.py --count 200 --out /tmp/photos   # keep the files to look at
 """
 
@@ -36,7 +37,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.photo_set import KINDS, NON_DIGITS, Photo, non_digit_set, photo_set  # noqa: E402
+from benchmarks.photo_set import CONDITIONS, KINDS, NON_DIGITS, Photo, non_digit_set, photo_set  # noqa: E402
 from benchmarks.traffic import free_port, mnist_serve_command, start, stop  # noqa: E402
 from service.errors import ServiceError  # noqa: E402
 from service.inputs.idx import read_idx  # noqa: E402
@@ -211,6 +212,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="digits (distinct MNIST test images)")
     parser.add_argument("--non-digits", type=int, default=150, help="blank pages, letters and scribbles")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--conditions",
+        choices=tuple(CONDITIONS),
+        default="everyday",
+        help="everyday photos and scans, or harsh ones (notebook lines, dust, faded pencil, ...)",
+    )
     parser.add_argument("--out", type=Path, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP uploads")
     parser.add_argument("--server-args", default="", help="extra mnist-serve flags")
@@ -221,8 +228,9 @@ def main() -> None:
     images = np.asarray(read_idx(data / "t10k-images-idx3-ubyte"))
     labels = np.asarray(read_idx(data / "t10k-labels-idx1-ubyte"))
     started = time.perf_counter()
-    digits = photo_set(images, labels, args.count, args.seed)
-    photos = [*digits, *non_digit_set(args.non_digits, args.seed)]
+    conditions = CONDITIONS[args.conditions]
+    digits = photo_set(images, labels, args.count, args.seed, conditions)
+    photos = [*digits, *non_digit_set(args.non_digits, args.seed, conditions)]
     print(
         f"rendered {len(digits)} digits and {args.non_digits} non-digits "
         f"in {time.perf_counter() - started:.0f} s"
@@ -239,7 +247,7 @@ def main() -> None:
     http_digits = http[: len(digits)]
 
     print(
-        f"{len(digits)} photo-like MNIST test digits (seed {args.seed}): "
+        f"{len(digits)} photo-like MNIST test digits ({args.conditions}, seed {args.seed}): "
         f"POST /predict {accuracy(http_digits, digits):.2%}, "
         f"mnist-score {accuracy(scored, digits):.2%}; MNIST test (10,000, mnist-score) {mnist:.2%}"
     )

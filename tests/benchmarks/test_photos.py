@@ -10,7 +10,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from benchmarks.photo_set import KINDS, NON_DIGITS, non_digit_set, photo_set, render
+from benchmarks.photo_set import EVERYDAY, HARSH, KINDS, NON_DIGITS, non_digit_set, photo_set, render
 from training.data import MnistArrays
 
 from .scripts import run_benchmark
@@ -43,6 +43,16 @@ def test_the_undamaged_drawing_is_black_on_white_and_nothing_else(mnist: MnistAr
     assert plain.extension == "png" and pixels.min() < 30 and np.median(pixels) == 255
 
 
+def test_everyday_conditions_spare_the_digits_what_only_harsh_ones_do(mnist: MnistArrays) -> None:
+    images, labels = mnist.test_images.numpy(), mnist.test_labels.numpy()
+    harsh_only = {"small", "perspective", "low_contrast", "ruled", "specks", "edge", "binary"}
+    everyday = photo_set(images, labels, 60, seed=1, conditions=EVERYDAY)
+    assert not harsh_only & {kind for photo in everyday for kind in photo.kinds}
+    harsh = photo_set(images, labels, 60, seed=1, conditions=HARSH)
+    assert harsh_only & {kind for photo in harsh for kind in photo.kinds}
+    assert [p.index for p in everyday] == [p.index for p in harsh]  # the same digits, drawn otherwise
+
+
 def test_non_digits_are_blank_pages_letters_and_scribbles() -> None:
     others = non_digit_set(6, seed=0)
     assert [p.kinds[0] for p in others] == [*NON_DIGITS, *NON_DIGITS]
@@ -52,7 +62,8 @@ def test_non_digits_are_blank_pages_letters_and_scribbles() -> None:
 def test_the_script_scores_the_same_files_through_http_and_mnist_score() -> None:
     output = run_benchmark("photos.py", "--count", "12", "--non-digits", "3", timeout=600)
     summary = re.search(
-        r"12 photo-like MNIST test digits \(seed 0\): POST /predict ([\d.]+)%, mnist-score ([\d.]+)%; "
+        r"12 photo-like MNIST test digits \(everyday, seed 0\): "
+        r"POST /predict ([\d.]+)%, mnist-score ([\d.]+)%; "
         r"MNIST test \(10,000, mnist-score\) ([\d.]+)%",
         output,
     )

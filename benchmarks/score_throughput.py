@@ -30,7 +30,7 @@ from service.model.backends import load_backend  # noqa: E402
 from service.model.repository import resolve  # noqa: E402
 from training.data import ensure_mnist  # noqa: E402
 
-RATE = re.compile(r"\(([\d,]+) images/s\)")
+RATE = re.compile(r"\(([\d,]+) images/s[,)]")
 
 
 def raw_backend(images: np.ndarray, args: argparse.Namespace) -> float:

@@ -75,7 +75,8 @@ def build_app(model_folder: Path, sync: bool = False) -> FastAPI:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "mnist" / "1")
+    latest = max((ROOT / "models" / "mnist").glob("[0-9]*"), key=lambda folder: int(folder.name))
+    parser.add_argument("--model", type=Path, default=latest, help="a version folder (default: the latest)")
     parser.add_argument("--sync", action="store_true", help="a def endpoint (FastAPI's thread pool)")
     args = parser.parse_args()
     uvicorn.run(build_app(args.model, args.sync), host="127.0.0.1", port=args.port, log_level="warning")

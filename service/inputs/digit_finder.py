@@ -172,7 +172,8 @@ def _strongest_structure(
     count, labels, stats, _ = cv2.connectedComponentsWithStats(strong, connectivity=8)
     page_like = _page_structures(stats[1:], smooth.shape)
     if page_like.any():  # Otsu's threshold again without them: they are often darker than the writing
-        high = max(_otsu(levels[~np.isin(labels, np.flatnonzero(page_like) + 1)]), floor)
+        on_page_structure = np.concatenate(([False], page_like))[labels]  # by label; 0 is no ink
+        high = max(_otsu(levels[~on_page_structure]), floor)
         strong = bridged(cleaned > high, smooth > high, lines)
         count, labels, stats, _ = cv2.connectedComponentsWithStats(strong, connectivity=8)
         page_like = _page_structures(stats[1:], smooth.shape)
@@ -182,8 +183,10 @@ def _strongest_structure(
     at_border = _sides_touched(stats[1:], smooth.shape) > 0
     score = mass * np.where(page_like, PAGE_PENALTY, np.where(at_border, BORDER_PENALTY, 1.0))
     main = int(np.argmax(score))
-    pieces = [i for i in range(count - 1) if i != main and not page_like[i]]
-    digit = np.isin(labels, np.asarray(_pieces_near(labels, stats[1:], main, pieces)) + 1).astype(np.uint8)
+    pieces = np.flatnonzero(~page_like)
+    kept = np.zeros(count, dtype=np.uint8)  # by label: 1 for the digit's components
+    kept[np.asarray(_pieces_near(labels, stats[1:], main, pieces[pieces != main])) + 1] = 1
+    digit = kept[labels]
     # Fainter ink next to it belongs to it too (a stroke fading, or in a shadow), but only nearby:
     # a shadow's edge that touches the digit must not come along in full.
     low = max(HYSTERESIS * high, floor)
@@ -229,15 +232,15 @@ def _page_structures(stats: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray((sides >= 2) | (spans & (sides > 0)))
 
 
-def _pieces_near(labels: np.ndarray, stats: np.ndarray, main: int, others: list[int]) -> list[int]:
-    """``main`` and the components among ``others`` that are no more than NEAR of its size away from
+def _pieces_near(labels: np.ndarray, stats: np.ndarray, main: int, candidates: np.ndarray) -> list[int]:
+    """``main`` and the components among ``candidates`` that are no more than NEAR of its size away from
     it (or from another such piece) and at least PIECE of its size: a digit broken by a thin or
     faint stroke, not the specks and dots around it. Labels are offset by one (0 is no ink)."""
     left, top, w, h = (stats[:, i] for i in range(4))
     right, bottom = left + w, top + h
     size = max(w[main], h[main])
     reach = NEAR * size
-    others = [i for i in others if max(w[i], h[i]) >= PIECE * size]
+    others = [int(i) for i in candidates[np.maximum(w, h)[candidates] >= PIECE * size]]
     keep = [main]
     while others:
         x0, y0, x1, y1 = min(left[keep]), min(top[keep]), max(right[keep]), max(bottom[keep])

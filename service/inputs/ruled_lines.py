@@ -33,7 +33,9 @@ def ruled_lines(ink: np.ndarray, contrast: np.ndarray) -> tuple[np.ndarray, np.n
         if window >= 8 and height >= 3:
             thick = np.asarray(cv2.dilate(mask, np.ones((3, 1), np.uint8)), np.uint8)  # tilted lines too
             filled = cv2.blur(thick.astype(np.float32), (window, 1)) >= LINE_FILL
-            if not filled.any():
+            # A line reaches LINE_LENGTH across, so at least that many columns hold filled pixels; the
+            # usual photo has none, and is spared the labelling below.
+            if np.count_nonzero(filled.any(axis=0)) < LINE_LENGTH * width:
                 found.append(lines.T if across else lines)
                 continue
             _, labels, stats, _ = cv2.connectedComponentsWithStats(filled.astype(np.uint8) & thick)

@@ -20,9 +20,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import BadRequest, PayloadTooLarge, Unprocessable
-from service.inputs.digit_finder import find_digit
+from service.inputs.digit_finder import SIDE, find_digit
 
-SIDE = 28
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
 DEFAULT_MAX_PIXELS = 25_000_000
 # Larger images are shrunk (box average, on 8-bit pixels) to at most this side right after decoding:

@@ -18,10 +18,12 @@ from typing import Any
 
 import psutil
 
+from service.model.repository import available_versions
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
-# What a server started on the committed repository serves: its highest version.
-DEFAULT_VERSION = str(max(int(p.name) for p in (ROOT / "models" / "mnist").iterdir() if p.name.isdigit()))
+# What a server started on the committed repository serves (--model-version latest).
+DEFAULT_VERSION = str(available_versions(ROOT / "models" / "mnist")[-1])
 
 
 def free_port() -> int:

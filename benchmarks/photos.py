@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.photo_set import CONDITIONS, KINDS, NON_DIGITS, Photo, non_digit_set, photo_set  # noqa: E402
-from benchmarks.traffic import free_port, mnist_serve_command, start, stop  # noqa: E402
+from benchmarks.traffic import file_upload, free_port, mnist_serve_command, start, stop  # noqa: E402
 from service.errors import ServiceError  # noqa: E402
 from service.inputs.idx import read_idx  # noqa: E402
 from service.inputs.images import image_to_pixels  # noqa: E402
@@ -72,20 +72,8 @@ def write_files(photos: Sequence[Photo], folder: Path) -> list[Path]:
 
 def post(port: int, photo: Photo) -> Answer:
     """One multipart upload of the file to POST /predict, as curl -F file=@... sends it."""
-    boundary = "photoboundary"
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{photo.name}"\r\n'
-            f"Content-Type: {CONTENT_TYPES[photo.extension]}\r\n\r\n"
-        ).encode()
-        + photo.data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/predict",
-        data=body,
-        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
+    body, headers = file_upload(photo.name, CONTENT_TYPES[photo.extension], photo.data)
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             prediction = json.loads(response.read())["predictions"][0]

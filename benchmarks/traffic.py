@@ -32,18 +32,24 @@ class Body:
     images: int
 
 
+def file_upload(name: str, content_type: str, data: bytes) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of one multipart upload of a file, as curl -F file=@... sends it."""
+    boundary = "benchboundary"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
 def bodies(images: np.ndarray) -> list[Body]:
     png = io.BytesIO()
     Image.fromarray(images[0]).save(png, format="PNG")
-    boundary = "benchboundary"
-    multipart = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="0.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        + png.getvalue()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    multipart, multipart_headers = file_upload("0.png", "image/png", png.getvalue())
     json_type = {"Content-Type": "application/json"}
     return [
         Body("json-pixels", "/predict", json.dumps({"pixels": images[0].tolist()}).encode(), json_type, 1),
@@ -51,7 +57,7 @@ def bodies(images: np.ndarray) -> list[Body]:
             "png-upload",
             "/predict",
             multipart,
-            {"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            multipart_headers,
             1,
         ),
         v2_json_body(images, 1),

@@ -43,6 +43,10 @@ PAGE_PENALTY = 0.01  # and what touches two of its sides or spans it, much less
 NEAR = 0.3  # pieces within this fraction of the digit's size belong to it
 PIECE = 0.25  # ... if they are at least this fraction of its size (a dot is not)
 SPANNING = 0.9  # what reaches this fraction across the image from a border is the page, not the digit
+NEAR_PAPER_STROKES = 3.0  # the paper by the digit is estimated again in a window this many strokes wide...
+NEAR_PAPER_BOX = 0.4  # ... or this fraction of the digit's longest side, whichever is wider...
+NEAR_PAPER_SHARE = 0.5  # ... and ink keeps at least this share of its contrast against it
+SPECK_SHARE = 0.05  # what is left of it in pieces under this share of the largest piece's area goes
 PEAK_PERCENTILE = 90  # the stroke's ink level, for scaling to 255
 EDGE = 0.2  # of that level: the faintest edge of a stroke that still counts in the digit's box
 STROKE_WIDTH = 2.5  # MNIST pixels: thinner strokes are thickened to this (MNIST's are 1.5 to 3)
@@ -57,7 +61,9 @@ def find_digit(gray: np.ndarray) -> np.ndarray:
     mask = _digit_mask(contrast)
     if mask is None:
         raise Unprocessable("image contains no digit: it is blank after background removal")
-    if _stroke_width(mask[_box(mask)]) >= WIDE_STROKE * CLOSING * max(work.shape):  # bold, filling it
+    stroke_width = _stroke_width(mask[_box(mask)])
+    mask = _without_paper_edges(mask, work, contrast, light_ink, stroke_width)
+    if stroke_width >= WIDE_STROKE * CLOSING * max(work.shape):  # bold, filling it
         _fill_wide_strokes(mask, contrast, _ink_contrast(work, light_ink, WIDE_CLOSING))
     _fill_ink_holes(mask, contrast, 255 - work if light_ink else work)
     return _mnist_frame(contrast, mask)
@@ -111,17 +117,26 @@ def _ink_contrast(work: np.ndarray, light_ink: bool, closing: float = CLOSING) -
     coarse, factor = _coarse(work)
     kernel = max(3, round(max(coarse.shape) * closing) | 1)
     element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
-    # Closing (a max then a min filter) keeps the paper's own edges (shadows, the page's border)
-    # where they are and fills in every dark thing narrower than the kernel, the writing included;
-    # opening does the same for light writing on a dark board.
-    operation = cv2.MORPH_OPEN if light_ink else cv2.MORPH_CLOSE
     # Beyond the border the light is taken to go on as it went (an odd reflection): replicated or
     # mirrored, light that falls off towards the border would leave a band of false ink along it.
     pad = kernel // 2 + 1
     extended = np.clip(np.pad(coarse, pad, mode="reflect", reflect_type="odd"), coarse.min(), coarse.max())
-    surround = cv2.morphologyEx(extended, operation, element)[pad:-pad, pad:-pad]
+    surround = _paper(extended, light_ink, element)[pad:-pad, pad:-pad]
     if factor > 1:
         surround = cv2.resize(surround, (work.shape[1], work.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return _contrast(work, surround, light_ink)
+
+
+def _paper(image: np.ndarray, light_ink: bool, element: np.ndarray) -> np.ndarray:
+    """The paper (or board) under everything narrower than ``element``. Closing (a max then a min
+    filter) keeps the paper's own edges (shadows, the page's border) where they are and fills in
+    every dark thing narrower than the kernel, the writing included; opening does the same for
+    light writing on a dark board."""
+    return cv2.morphologyEx(image, cv2.MORPH_OPEN if light_ink else cv2.MORPH_CLOSE, element)
+
+
+def _contrast(work: np.ndarray, surround: np.ndarray, light_ink: bool) -> np.ndarray:
+    """_ink_contrast once the paper's brightness (``surround``) is known."""
     if light_ink:
         # As a fraction of the chalk's own brightness nearby (the brightest pixel within a stroke's
         # width), as dark ink's is of its paper's: the light falling on a board scales both.
@@ -258,6 +273,40 @@ def _pieces_near(labels: np.ndarray, stats: np.ndarray, main: int, candidates: n
         keep += added
         others = [i for i in others if i not in added]
     return keep
+
+
+def _without_paper_edges(
+    mask: np.ndarray, work: np.ndarray, contrast: np.ndarray, light_ink: bool, stroke_width: float
+) -> np.ndarray:
+    """The digit's mask less what stood out only against the coarse estimate of the paper.
+
+    That estimate smooths a shadow's edge over a few pixels, and a narrow shadow may be filled in
+    altogether, so a band along the edge passes for faint ink and joins the digit where they touch.
+    Against the paper estimated again at full resolution, in a window a few strokes wide, the band
+    is paper while the strokes keep their contrast. What is left of the band in specks goes too."""
+    rows, cols = _box(mask)
+    longest = max(rows.stop - rows.start, cols.stop - cols.start)
+    height, width = mask.shape
+    window = min(max(NEAR_PAPER_STROKES * stroke_width, NEAR_PAPER_BOX * longest), max(height, width))
+    kernel = max(3, round(window) | 1)  # a mask without paper in its box has no finite stroke width
+    top, bottom = max(0, rows.start - kernel), min(height, rows.stop + kernel)
+    left, right = max(0, cols.start - kernel), min(width, cols.stop + kernel)
+    region = work[top:bottom, left:right]
+    pad = kernel // 2 + 1
+    extended = cv2.copyMakeBorder(region, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    element = cv2.getStructuringElement(cv2.MORPH_RECT, (kernel, kernel))  # separable: fast when wide
+    near = _contrast(region, _paper(extended, light_ink, element)[pad:-pad, pad:-pad], light_ink)
+    far = contrast[top:bottom, left:right]
+    smooth_near, smooth_far = (cv2.GaussianBlur(c, (0, 0), 1.0) for c in (near, far))
+    kept = mask[top:bottom, left:right] & (smooth_near >= NEAR_PAPER_SHARE * smooth_far)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(kept.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return mask
+    area = stats[1:, cv2.CC_STAT_AREA]
+    big = np.concatenate(([False], area >= SPECK_SHARE * area.max()))
+    cleaned = np.zeros_like(mask)
+    cleaned[top:bottom, left:right] = big[labels]
+    return cleaned
 
 
 def _box(mask: np.ndarray) -> tuple[slice, slice]:

@@ -298,7 +298,10 @@ def _without_paper_edges(
     near = _contrast(region, _paper(extended, light_ink, element)[pad:-pad, pad:-pad], light_ink)
     far = contrast[top:bottom, left:right]
     smooth_near, smooth_far = (cv2.GaussianBlur(c, (0, 0), 1.0) for c in (near, far))
-    kept = mask[top:bottom, left:right] & (smooth_near >= NEAR_PAPER_SHARE * smooth_far)
+    inside = mask[top:bottom, left:right]
+    kept = inside & (smooth_near >= NEAR_PAPER_SHARE * smooth_far)
+    if np.array_equal(kept, inside):  # most photos: nothing stood out against the coarse paper alone
+        return mask
     count, labels, stats, _ = cv2.connectedComponentsWithStats(kept.astype(np.uint8), connectivity=8)
     if count <= 1:
         return mask

@@ -33,6 +33,7 @@ CLOSING = 0.2  # dark things narrower than this are not paper: strokes, lines, s
 WIDE_STROKE = 0.3  # strokes this wide against CLOSING's width may have lost their middles...
 WIDE_CLOSING = 0.5  # ... which are found again against a closing this wide...
 WIDE_INK = 0.8  # ... where they are nearly as dark as the rest of the digit
+HOLE_INK = 0.3  # a hole is ink only where it stands out against its paper this much of the ink's level
 MIN_CONTRAST = 0.08  # ink is at least this much darker than its paper (fraction of the paper's level)
 NOISE_MARGIN = 4.0  # and this many noise deviations above the paper
 HYSTERESIS = 0.5  # fainter ink (down to this fraction of the threshold) counts where it joins ink...
@@ -339,7 +340,8 @@ def _fill_wide_strokes(mask: np.ndarray, contrast: np.ndarray, wide: np.ndarray)
 def _fill_ink_holes(mask: np.ndarray, contrast: np.ndarray, darkness: np.ndarray) -> None:
     """Fill, in place, the holes in the digit that are as dark as its ink (``darkness``: the working
     image with the ink dark). Where a stroke is wider than the closing in _ink_contrast (a thick
-    marker, a blob where strokes meet) its middle was taken for paper; a loop's inside is paper."""
+    marker, a blob where strokes meet) its middle was taken for paper; a loop's inside is paper, even
+    where a shadow darkens it nearly as much (it stands out little against the paper's estimate)."""
     box = _box(mask)
     _, labels, stats, _ = cv2.connectedComponentsWithStats((~mask[box]).astype(np.uint8), connectivity=4)
     height, width = labels.shape
@@ -354,6 +356,8 @@ def _fill_ink_holes(mask: np.ndarray, contrast: np.ndarray, darkness: np.ndarray
     level = float(np.percentile(contrast[mask], PEAK_PERCENTILE))
     for i in enclosed:
         hole = labels == i
+        if float(np.median(contrast[box][hole])) < HOLE_INK * level:
+            continue  # paper: darkened, perhaps, by a shadow falling on it
         if abs(float(np.median(darkness[box][hole])) - ink) < abs(
             float(np.median(darkness[box][hole])) - paper
         ):

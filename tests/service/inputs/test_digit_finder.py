@@ -214,3 +214,16 @@ def test_the_band_along_a_shadows_edge_is_not_taken_for_ink(mnist: MnistArrays, 
     stray = pixels[~near_the_drawing].sum() / pixels.sum()
     assert stray < 0.05, f"{stray:.1%} of the ink lies away from the drawing"  # 10 % with the band
     assert backend.predict(pixels[None, None]).argmax(1)[0] == label
+
+
+def test_a_loops_inside_in_a_shadow_stays_open(mnist: MnistArrays, backend: Backend) -> None:
+    # A "0" with most of its inside under a hand's shadow (60 % of the light): the inside, nearly as
+    # dark as the ink in absolute terms, was filled like a bold stroke's middle, leaving a blob.
+    digit, label = mnist.test_images[10].numpy(), int(mnist.test_labels[10])
+    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH]
+    hand = ((((xs - 0.78 * WIDTH) / 130) ** 2 + ((ys - 0.55 * HEIGHT) / 300) ** 2) < 1).astype(np.float32)
+    shadowed = written(coverage(digit)) * (1 - 0.6 * cv2.GaussianBlur(hand, (0, 0), 2))
+    pixels = image_to_pixels(png(shadowed))
+    clean = image_to_pixels(png(written(coverage(digit))))
+    assert (pixels > 128).sum() < 1.3 * (clean > 128).sum()  # twice that as a filled blob
+    assert backend.predict(pixels[None, None]).argmax(1)[0] == label

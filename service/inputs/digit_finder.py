@@ -358,9 +358,8 @@ def _fill_ink_holes(mask: np.ndarray, contrast: np.ndarray, darkness: np.ndarray
         hole = labels == i
         if float(np.median(contrast[box][hole])) < HOLE_INK * level:
             continue  # paper: darkened, perhaps, by a shadow falling on it
-        if abs(float(np.median(darkness[box][hole])) - ink) < abs(
-            float(np.median(darkness[box][hole])) - paper
-        ):
+        dark = float(np.median(darkness[box][hole]))
+        if abs(dark - ink) < abs(dark - paper):
             mask[box][hole] = True
             contrast[box][hole] = np.maximum(contrast[box][hole], level)
 

@@ -56,6 +56,22 @@ def _wait_for(condition: Callable[[], bool], seconds: float) -> bool:
     return False
 
 
+def _kill_the_busiest(running: RunningServer) -> tuple[float, int]:
+    """SIGKILL the API server with the most clients connected and wait for its replacement: when it
+    was killed, and how many queue slots the main process gave back for it."""
+    serving = _api_servers(running)
+    assert _wait_for(lambda: max(_clients_of(pid, running.port) for pid in serving) >= 4, 10)
+    victim = max(serving, key=lambda pid: _clients_of(pid, running.port))
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
+    replaced = _wait_for(lambda: len(set(_api_servers(running)) - set(serving)) == 1, 5)
+    assert replaced, f"no replacement within 5 s: {_api_servers(running)} (before {serving})"
+    given_back = re.compile(rf"gave back the (\d+) queue slot\(s\) API server {victim} held")
+    assert _wait_for(lambda: given_back.search(running.log()) is not None, 5), running.log()
+    logged = given_back.search(running.log())
+    return killed_at, int(logged.group(1)) if logged else 0
+
+
 def test_a_killed_api_server_is_replaced_and_its_slots_come_back(tmp_path: Path, mnist: MnistArrays) -> None:
     # A 0.1 s batch window keeps each request's slot for at least that long.
     running = start_server(
@@ -83,14 +99,15 @@ def test_a_killed_api_server_is_replaced_and_its_slots_come_back(tmp_path: Path,
         for thread in clients:
             thread.start()
         assert _wait_for(lambda: len(outcomes) >= 50, 30), "the load never got going"
-        # It must die holding slots (asserted from its log below), or the test would check nothing: it is
-        # killed while it has the most clients connected.
-        assert _wait_for(lambda: max(_clients_of(pid, running.port) for pid in before) >= 4, 10)
-        victim = max(before, key=lambda pid: _clients_of(pid, running.port))  # the one serving most now
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
-        replaced = _wait_for(lambda: len(set(_api_servers(running)) - set(before)) == 1, 5)
-        assert replaced, f"no replacement within 5 s: {_api_servers(running)} (before {before})"
+        # One must die holding slots, or the test would check nothing: the one with the most clients
+        # connected is killed, and again while the main process gave back none (on a busy machine its
+        # connections can all be open before their requests are admitted).
+        killed_at, reclaimed = _kill_the_busiest(running)
+        for _ in range(2):
+            if reclaimed:
+                break
+            killed_at, reclaimed = _kill_the_busiest(running)
+        assert reclaimed >= 1, running.log()
         time.sleep(max(0.0, killed_at + 8 - time.monotonic()))  # load goes on past the kill + 5 s
         stop.set()
         for thread in clients:
@@ -110,8 +127,6 @@ def test_a_killed_api_server_is_replaced_and_its_slots_come_back(tmp_path: Path,
         # The replacement took its slot's name: the same process series as before the crash.
         assert running.scrape().label_values("mnist_process_cpu_seconds_total", "process") == names
         assert running.request("GET", "/v2/health/ready").status == 200
-        reclaimed = re.search(r"gave back the (\d+) queue slot", running.log())
-        assert reclaimed and int(reclaimed.group(1)) >= 1, running.log()  # it died holding slots
     finally:
         running.stop_leaving_nothing()
 

@@ -301,11 +301,11 @@ def _without_paper_edges(
     smooth_near, smooth_far = (cv2.GaussianBlur(c, (0, 0), 1.0) for c in (near, far))
     inside = mask[top:bottom, left:right]
     kept = inside & (smooth_near >= NEAR_PAPER_SHARE * smooth_far)
-    if np.array_equal(kept, inside):  # most photos: nothing stood out against the coarse paper alone
+    # Most photos: nothing stood out against the coarse paper alone. Nothing at all kept: no band to
+    # tell from the digit, so it stays as found.
+    if np.array_equal(kept, inside) or not kept.any():
         return mask
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(kept.astype(np.uint8), connectivity=8)
-    if count <= 1:
-        return mask
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(kept.astype(np.uint8), connectivity=8)
     area = stats[1:, cv2.CC_STAT_AREA]
     big = np.concatenate(([False], area >= SPECK_SHARE * area.max()))
     cleaned = np.zeros_like(mask)

@@ -48,6 +48,9 @@ NEAR_PAPER_STROKES = 3.0  # the paper by the digit is estimated again in a windo
 NEAR_PAPER_BOX = 0.4  # ... or this fraction of the digit's longest side, whichever is wider...
 NEAR_PAPER_SHARE = 0.5  # ... and ink keeps at least this share of its contrast against it
 SPECK_SHARE = 0.05  # what is left of it in pieces under this share of the largest piece's area goes
+BESIDE_MARGIN = 2  # px: the paper right beside the digit starts past its strokes' soft edges...
+BESIDE_STEPS = 8  # ... and reaches this far into it...
+BESIDE_SHARE = 0.25  # ... and ink keeps at least this share of its contrast against it
 PEAK_PERCENTILE = 90  # the stroke's ink level, for scaling to 255
 EDGE = 0.2  # of that level: the faintest edge of a stroke that still counts in the digit's box
 STROKE_WIDTH = 2.5  # MNIST pixels: thinner strokes are thickened to this (MNIST's are 1.5 to 3)
@@ -64,6 +67,7 @@ def find_digit(gray: np.ndarray) -> np.ndarray:
         raise Unprocessable("image contains no digit: it is blank after background removal")
     stroke_width = _stroke_width(mask[_box(mask)])
     mask = _without_paper_edges(mask, work, contrast, light_ink, stroke_width)
+    mask = _without_shadow_bands(mask, work, contrast, light_ink)
     if stroke_width >= WIDE_STROKE * CLOSING * max(work.shape):  # bold, filling it
         _fill_wide_strokes(mask, contrast, _ink_contrast(work, light_ink, WIDE_CLOSING))
     _fill_ink_holes(mask, contrast, 255 - work if light_ink else work)
@@ -301,16 +305,67 @@ def _without_paper_edges(
     smooth_near, smooth_far = (cv2.GaussianBlur(c, (0, 0), 1.0) for c in (near, far))
     inside = mask[top:bottom, left:right]
     kept = inside & (smooth_near >= NEAR_PAPER_SHARE * smooth_far)
-    # Most photos: nothing stood out against the coarse paper alone. Nothing at all kept: no band to
-    # tell from the digit, so it stays as found.
-    if np.array_equal(kept, inside) or not kept.any():
+    return _keeping(mask, kept, (slice(top, bottom), slice(left, right)))
+
+
+def _without_shadow_bands(
+    mask: np.ndarray, work: np.ndarray, contrast: np.ndarray, light_ink: bool
+) -> np.ndarray:
+    """The digit's mask less what is no darker than the paper right beside it.
+
+    Where a shadow's edge curves, or the light also falls off across the shadow, its darkest part is
+    a band narrower than any window that fits the digit, so both paper estimates fill it in and it
+    passes for ink. Ink is darker than the paper on every side it touches; such a band is no darker
+    than the shadow it belongs to. The paper beside the digit is what lies past its strokes' soft
+    edges, outside its loops and stands out from nothing (lines and specks do); it is flooded into
+    the digit, each pixel taking the darkest paper it reaches within BESIDE_STEPS px without crossing
+    anything brighter (a morphological reconstruction, cut short so that the paper across a stroke
+    counts, not a shadow further along it)."""
+    rows, cols = _box(mask)
+    reach = BESIDE_MARGIN + BESIDE_STEPS
+    region = (
+        slice(max(0, rows.start - reach), rows.stop + reach),
+        slice(max(0, cols.start - reach), cols.stop + reach),
+    )
+    inside = mask[region]
+    pixels = np.clip(work[region], 0, 255).astype(np.uint8)
+    darkness = 255 - pixels if light_ink else pixels
+    margin = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * BESIDE_MARGIN + 1,) * 2)
+    grown = cv2.dilate(inside.astype(np.uint8), margin).astype(bool)
+    labels, loops = _holes(grown)
+    flooded = grown | np.isin(labels, loops) | (contrast[region] >= MIN_CONTRAST)
+    beside = np.where(flooded, np.uint8(255), darkness)
+    step = np.ones((3, 3), np.uint8)
+    for _ in range(BESIDE_STEPS):  # the paper stays as it is: nothing next to it is darker than itself
+        beside = cv2.max(cv2.erode(beside, step), darkness)
+    paper = (255 - beside if light_ink else beside).astype(np.float32)
+    against_beside = _contrast(pixels.astype(np.float32), paper, light_ink)
+    smooth_beside, smooth_far = (cv2.GaussianBlur(c, (0, 0), 1.0) for c in (against_beside, contrast[region]))
+    return _keeping(mask, inside & (smooth_beside >= BESIDE_SHARE * smooth_far), region)
+
+
+def _keeping(mask: np.ndarray, kept: np.ndarray, region: tuple[slice, slice]) -> np.ndarray:
+    """``mask`` with only ``kept`` of it in ``region`` (the whole digit lies in it), less the specks
+    that taking the rest away left. As found when nothing was taken away (most photos), or
+    everything: no band to tell from the digit."""
+    if np.array_equal(kept, mask[region]) or not kept.any():
         return mask
     _, labels, stats, _ = cv2.connectedComponentsWithStats(kept.astype(np.uint8), connectivity=8)
     area = stats[1:, cv2.CC_STAT_AREA]
     big = np.concatenate(([False], area >= SPECK_SHARE * area.max()))
     cleaned = np.zeros_like(mask)
-    cleaned[top:bottom, left:right] = big[labels]
+    cleaned[region] = big[labels]
     return cleaned
+
+
+def _holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The components of what ``mask`` leaves free (4-connected, labelled) and the labels of those it
+    encloses: the ones that do not reach the border."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats((~mask).astype(np.uint8), connectivity=4)
+    height, width = labels.shape
+    left, top, w, h = (stats[1:, i] for i in range(4))
+    enclosed = np.flatnonzero((left > 0) & (top > 0) & (left + w < width) & (top + h < height)) + 1
+    return labels, enclosed
 
 
 def _box(mask: np.ndarray) -> tuple[slice, slice]:
@@ -343,10 +398,7 @@ def _fill_ink_holes(mask: np.ndarray, contrast: np.ndarray, darkness: np.ndarray
     marker, a blob where strokes meet) its middle was taken for paper; a loop's inside is paper, even
     where a shadow darkens it nearly as much (it stands out little against the paper's estimate)."""
     box = _box(mask)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats((~mask[box]).astype(np.uint8), connectivity=4)
-    height, width = labels.shape
-    left, top, w, h = (stats[1:, i] for i in range(4))
-    enclosed = np.flatnonzero((left > 0) & (top > 0) & (left + w < width) & (top + h < height)) + 1
+    labels, enclosed = _holes(mask[box])
     if not len(enclosed):
         return
     inside = mask[box]

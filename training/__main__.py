@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--val-size", type=int, help="images held out of the 60,000 for validation (default: 5000)")
     add("--seed", type=int, help="seed for initialisation, split, shuffling and augmentation (default: 0)")
+    add(
+        "--split-seed",
+        type=int,
+        help="seed for the validation split alone, to compare seeds on the same held-out digits "
+        "(default: --seed)",
+    )
     add("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
     add("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
     add("--data-dir", type=Path, help="where MNIST IDX files are kept or fetched to (default: data)")

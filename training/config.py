@@ -34,6 +34,7 @@ class TrainConfig:
     loss: str = "cross-entropy"  # cross-entropy | mse (on softmax vs one-hot)
     augment: bool = False
     seed: int = 0
+    split_seed: int | None = None  # which digits are held out for validation; None: ``seed``'s
     device: str = "auto"
     val_size: int = 5000
     patience: int | None = None  # early stopping on validation loss, in epochs

@@ -114,12 +114,20 @@ class EarlyStopping:
         return self.patience is not None and self.stale >= self.patience
 
 
+def validation_split(config: TrainConfig, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training and validation indices among ``count`` training digits: chosen by ``split_seed``
+    when set, so that runs with other seeds are judged on the same held-out digits."""
+    return split_train_val(
+        count, config.val_size, config.seed if config.split_seed is None else config.split_seed
+    )
+
+
 def fit(config: TrainConfig, network: nn.Module, data: MnistArrays, device: torch.device) -> TrainResult:
     """Train ``network`` per ``config``; return it (best validation epoch) with its metrics."""
     torch.manual_seed(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)  # on the CPU so the order ignores the device
     augment = torch.Generator().manual_seed(config.seed + 1)
-    train_index, val_index = split_train_val(len(data.train_labels), config.val_size, config.seed)
+    train_index, val_index = validation_split(config, len(data.train_labels))
     limit = 512 if config.dry_run else None
     train_x, train_y = data.train_images[train_index].to(device), data.train_labels[train_index].to(device)
     val_x, val_y = (

@@ -22,6 +22,7 @@ TRAIN_FLAGS = (
     "--activation",
     "--loss",
     "--seed",
+    "--split-seed",
     "--device",
     "--data-dir",
     "--output",

@@ -7,7 +7,7 @@ from training.augment import photo_like
 from training.config import config_for
 from training.data import MnistArrays
 from training.models import build_network
-from training.train import EarlyStopping, fit, loss_fn, make_optimizer
+from training.train import EarlyStopping, fit, loss_fn, make_optimizer, validation_split
 
 
 @pytest.mark.slow
@@ -86,3 +86,11 @@ def test_augmentation_draws_digits_with_finer_and_bolder_pens(mnist: MnistArrays
     assert (ratio < 0.75).sum() >= 10  # fine liners
     assert (ratio > 1.5).sum() >= 10  # markers
     assert 0.8 < ratio.median() < 1.3  # most digits keep about their weight
+
+
+def test_a_split_seed_holds_out_the_same_digits_whatever_the_seed() -> None:
+    _, held_out = validation_split(config_for("cnn-small", seed=0), 60000)
+    _, other_seed = validation_split(config_for("cnn-small", seed=1), 60000)
+    _, same_split = validation_split(config_for("cnn-small", seed=1, split_seed=0), 60000)
+    assert not torch.equal(held_out, other_seed)  # --seed alone moves the split...
+    assert torch.equal(held_out, same_split)  # ... --split-seed keeps it

@@ -317,10 +317,10 @@ def _without_shadow_bands(
     a band narrower than any window that fits the digit, so both paper estimates fill it in and it
     passes for ink. Ink is darker than the paper on every side it touches; such a band is no darker
     than the shadow it belongs to. The paper beside the digit is what lies past its strokes' soft
-    edges, outside its loops and stands out from nothing (lines and specks do); it is flooded into
-    the digit, each pixel taking the darkest paper it reaches within BESIDE_STEPS px without crossing
-    anything brighter (a morphological reconstruction, cut short so that the paper across a stroke
-    counts, not a shadow further along it)."""
+    edges and outside its loops and does not stand out itself (lines and specks do); it is flooded
+    into the digit, each pixel taking the darkest paper it reaches within BESIDE_STEPS px without
+    crossing anything brighter (a morphological reconstruction, cut short so that the paper across a
+    stroke counts, not a shadow further along it)."""
     rows, cols = _box(mask)
     reach = BESIDE_MARGIN + BESIDE_STEPS
     region = (
@@ -336,7 +336,7 @@ def _without_shadow_bands(
     flooded = grown | np.isin(labels, loops) | (contrast[region] >= MIN_CONTRAST)
     beside = np.where(flooded, np.uint8(255), darkness)
     step = np.ones((3, 3), np.uint8)
-    for _ in range(BESIDE_STEPS):  # the paper stays as it is: nothing next to it is darker than itself
+    for _ in range(BESIDE_STEPS):  # on the paper itself, the max with its own darkness keeps it as it is
         beside = cv2.max(cv2.erode(beside, step), darkness)
     paper = (255 - beside if light_ink else beside).astype(np.float32)
     against_beside = _contrast(pixels.astype(np.float32), paper, light_ink)

@@ -62,12 +62,13 @@ def find_digit(gray: np.ndarray) -> np.ndarray:
     work = _working_copy(gray)
     light_ink = _light_ink(work)
     contrast = _ink_contrast(work, light_ink)
-    mask = _digit_mask(contrast)
+    smooth = cv2.GaussianBlur(contrast, (0, 0), 1.0)  # what the ink is told from the paper by
+    mask = _digit_mask(smooth)
     if mask is None:
         raise Unprocessable("image contains no digit: it is blank after background removal")
     stroke_width = _stroke_width(mask[_box(mask)])
-    mask = _without_paper_edges(mask, work, contrast, light_ink, stroke_width)
-    mask = _without_shadow_bands(mask, work, contrast, light_ink)
+    mask = _without_paper_edges(mask, work, smooth, light_ink, stroke_width)
+    mask = _without_shadow_bands(mask, work, contrast, smooth, light_ink)
     if stroke_width >= WIDE_STROKE * CLOSING * max(work.shape):  # bold, filling it
         _fill_wide_strokes(mask, contrast, _ink_contrast(work, light_ink, WIDE_CLOSING))
     _fill_ink_holes(mask, contrast, 255 - work if light_ink else work)
@@ -150,15 +151,14 @@ def _contrast(work: np.ndarray, surround: np.ndarray, light_ink: bool) -> np.nda
     return np.clip((surround - work) / np.maximum(surround, 8.0), -1, 1)
 
 
-def _digit_mask(contrast: np.ndarray) -> np.ndarray | None:
-    """The digit's pixels, or None when there is no ink.
+def _digit_mask(smooth: np.ndarray) -> np.ndarray | None:
+    """The digit's pixels, or None when there is no ink (``smooth``: the contrast, blurred a little).
 
     Ruled lines' own contrast is taken away first. Ink is then above a threshold that adapts to the
     image (Otsu's, between the paper and the writing, not counting the page's own structures; never
     within the noise), and fainter ink where it joins such ink. The digit is the strongest structure
     that does not span the image, with the pieces close to it.
     """
-    smooth = cv2.GaussianBlur(contrast, (0, 0), 1.0)
     floor = max(MIN_CONTRAST, NOISE_MARGIN * _noise(smooth))
     lines = ruled_lines(smooth > floor, smooth)
     digit = _strongest_structure(smooth, floor, lines)
@@ -281,7 +281,7 @@ def _pieces_near(labels: np.ndarray, stats: np.ndarray, main: int, candidates: n
 
 
 def _without_paper_edges(
-    mask: np.ndarray, work: np.ndarray, contrast: np.ndarray, light_ink: bool, stroke_width: float
+    mask: np.ndarray, work: np.ndarray, smooth: np.ndarray, light_ink: bool, stroke_width: float
 ) -> np.ndarray:
     """The digit's mask less what stood out only against the coarse estimate of the paper.
 
@@ -301,15 +301,14 @@ def _without_paper_edges(
     extended = cv2.copyMakeBorder(region, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     element = cv2.getStructuringElement(cv2.MORPH_RECT, (kernel, kernel))  # separable: fast when wide
     near = _contrast(region, _paper(extended, light_ink, element)[pad:-pad, pad:-pad], light_ink)
-    far = contrast[top:bottom, left:right]
-    smooth_near, smooth_far = (cv2.GaussianBlur(c, (0, 0), 1.0) for c in (near, far))
+    smooth_near = cv2.GaussianBlur(near, (0, 0), 1.0)
     inside = mask[top:bottom, left:right]
-    kept = inside & (smooth_near >= NEAR_PAPER_SHARE * smooth_far)
+    kept = inside & (smooth_near >= NEAR_PAPER_SHARE * smooth[top:bottom, left:right])
     return _keeping(mask, kept, (slice(top, bottom), slice(left, right)))
 
 
 def _without_shadow_bands(
-    mask: np.ndarray, work: np.ndarray, contrast: np.ndarray, light_ink: bool
+    mask: np.ndarray, work: np.ndarray, contrast: np.ndarray, smooth: np.ndarray, light_ink: bool
 ) -> np.ndarray:
     """The digit's mask less what is no darker than the paper right beside it.
 
@@ -340,8 +339,8 @@ def _without_shadow_bands(
         beside = cv2.max(cv2.erode(beside, step), darkness)
     paper = (255 - beside if light_ink else beside).astype(np.float32)
     against_beside = _contrast(pixels.astype(np.float32), paper, light_ink)
-    smooth_beside, smooth_far = (cv2.GaussianBlur(c, (0, 0), 1.0) for c in (against_beside, contrast[region]))
-    return _keeping(mask, inside & (smooth_beside >= BESIDE_SHARE * smooth_far), region)
+    smooth_beside = cv2.GaussianBlur(against_beside, (0, 0), 1.0)
+    return _keeping(mask, inside & (smooth_beside >= BESIDE_SHARE * smooth[region]), region)
 
 
 def _keeping(mask: np.ndarray, kept: np.ndarray, region: tuple[slice, slice]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Ruled and squared paper: the lines' pixels, and the strokes that cross them kept whole.
 
-Works on ink masks and contrast maps of service.inputs.digit_finder (a working image of a few hundred
+Works on ink masks and contrast maps of the digit search (a working image of a few hundred
 pixels). A line is a row (or column) mostly inked over a long stretch, joined into something that
 runs off the image at one end at least and reaches most of the way across it, and thin; a thick one
 counts only along the image's border, where it is the table or the next page beyond the page's edge.

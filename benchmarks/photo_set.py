@@ -103,12 +103,17 @@ class Photo:
 
 
 def photo_set(
-    images: np.ndarray, labels: np.ndarray, count: int, seed: int, conditions: Conditions = HARSH
+    images: np.ndarray,
+    labels: np.ndarray,
+    count: int,
+    seed: int,
+    conditions: Conditions = HARSH,
+    damaged: bool = True,
 ) -> list[Photo]:
     """``count`` distinct test digits chosen by ``seed``, each rendered from its own seeded stream
-    (so a sample does not change with ``count``)."""
+    (so a sample does not change with ``count``); ``damaged`` as in render."""
     chosen = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
-    return [render(images[i], int(labels[i]), int(i), seed, conditions) for i in chosen]
+    return [render(images[i], int(labels[i]), int(i), seed, conditions, damaged) for i in chosen]
 
 
 def render(

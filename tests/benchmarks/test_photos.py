@@ -43,6 +43,18 @@ def test_the_undamaged_drawing_is_black_on_white_and_nothing_else(mnist: MnistAr
     assert plain.extension == "png" and pixels.min() < 30 and np.median(pixels) == 255
 
 
+def test_a_set_drawn_without_damage_holds_the_same_drawings(mnist: MnistArrays) -> None:
+    images, labels = mnist.test_images.numpy(), mnist.test_labels.numpy()
+    damaged = photo_set(images, labels, 20, seed=2, conditions=EVERYDAY)
+    plain = photo_set(images, labels, 20, seed=2, conditions=EVERYDAY, damaged=False)
+    assert [p.index for p in plain] == [p.index for p in damaged]
+    drawing = {"photo", "scan", "rotated", "thin_pen", "thick_marker", "png"}  # what is not damage
+    for photo, original in zip(plain, damaged, strict=True):
+        assert set(photo.kinds) <= drawing and photo.extension == "png"
+        assert set(photo.kinds) - {"png"} == set(original.kinds) & drawing - {"png"}
+        assert (photo.width, photo.height) == (original.width, original.height)
+
+
 def test_everyday_conditions_spare_the_digits_what_only_harsh_ones_do(mnist: MnistArrays) -> None:
     images, labels = mnist.test_images.numpy(), mnist.test_labels.numpy()
     harsh_only = {"small", "perspective", "low_contrast", "ruled", "specks", "edge", "binary"}
@@ -70,6 +82,14 @@ def test_the_script_scores_the_same_files_through_http_and_mnist_score() -> None
     assert summary is not None, output
     assert summary.group(1) == summary.group(2)  # one preprocessing, one model: the same answers
     assert float(summary.group(3)) > 99
+    undamaged = re.search(
+        r"the same drawings without damage \(mnist-score\) ([\d.]+)%; "
+        r"these digits as MNIST has them ([\d.]+)%",
+        output,
+    )
+    assert undamaged is not None, output
+    assert all(0 <= float(share) <= 100 for share in undamaged.groups())
+    assert float(undamaged.group(2)) >= 100 * 11 / 12  # the model misreads far fewer MNIST digits
     assert re.search(r"^all\s+12\s+[\d.]+%\s+[\d.]+%\s+\d+$", output, re.MULTILINE), output
     assert re.search(r"preprocessing \(decode \+ to_mnist\) per photo: median [\d.]+ ms", output), output
     assert re.search(

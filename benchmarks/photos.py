@@ -1,6 +1,6 @@
 """Accuracy on photos and scans of digits, through the real HTTP server and through `mnist-score`.
 
-Renders --count MNIST *test* digits as photos and scans (benchmarks/photo_set.py, reproducible from
+Renders --count MNIST *test* digits as photos and scans (benchmarks/photo_set/, reproducible from
 --seed) and --non-digits images of blank pages, letters and scribbles with the same damage, writes
 them as files (<out>/<label>/<index>.jpg|png), and classifies every digit file twice: one
 `POST /predict` upload per file to a fresh mnist-serve, and one `mnist-score --label-from-parent` run

@@ -1,6 +1,6 @@
 """Preprocessing cost per photo: this checkout's image preprocessing against a git revision's.
 
-Renders --count photo-like test digits (benchmarks/photo_set.py) and times, on one core, image file
+Renders --count photo-like test digits (benchmarks/photo_set/) and times, on one core, image file
 -> 28x28 (decode_image + to_mnist) and to_mnist alone on each version's own decoded images. Each
 version runs in its own process with its whole `service` package (the revision's is extracted with
 `git archive`), so everything the preprocessing imports is that version's. Rounds alternate which

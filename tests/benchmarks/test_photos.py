@@ -1,4 +1,4 @@
-"""benchmarks/photo_set.py renders test digits as photos reproducibly; benchmarks/photos.py scores them
+"""benchmarks/photo_set/ renders test digits as photos reproducibly; benchmarks/photos.py scores them
 through the real server and through mnist-score; benchmarks/preprocess_cost.py times their
 preprocessing against a git revision's."""
 

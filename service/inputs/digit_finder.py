@@ -12,7 +12,6 @@ the same way, the other way up.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from service.errors import Unprocessable
@@ -20,7 +19,7 @@ from service.inputs.digit_search.bold_strokes import fill_ink_holes, fill_wide_s
 from service.inputs.digit_search.ink import digit_mask
 from service.inputs.digit_search.mnist_frame import SIDE, mnist_frame
 from service.inputs.digit_search.near_paper import without_paper_edges, without_shadow_bands
-from service.inputs.digit_search.paper import ink_contrast, is_light_ink, working_copy
+from service.inputs.digit_search.paper import ink_contrast, is_light_ink, smoothed, working_copy
 from service.inputs.digit_search.shapes import box, stroke_width
 
 __all__ = ["SIDE", "find_digit"]
@@ -32,7 +31,7 @@ def find_digit(gray: np.ndarray) -> np.ndarray:
     work = working_copy(gray)
     light_ink = is_light_ink(work)
     contrast = ink_contrast(work, light_ink)
-    smooth = cv2.GaussianBlur(contrast, (0, 0), 1.0)  # what the ink is told from the paper by
+    smooth = smoothed(contrast)
     mask = digit_mask(smooth)
     if mask is None:
         raise Unprocessable("image contains no digit: it is blank after background removal")

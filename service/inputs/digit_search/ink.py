@@ -65,7 +65,7 @@ def _lone_stroke(lines: tuple[np.ndarray, np.ndarray]) -> bool:
 def _strongest_structure(
     smooth: np.ndarray, floor: float, lines: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray | None:
-    """_digit_mask once the lines are known."""
+    """digit_mask once the lines are known."""
     cleaned = smooth - np.maximum(*lines)  # where a stroke crosses a lighter line, the stroke stays
     levels = np.clip(cleaned * 255, 0, 255).astype(np.uint8)
     high = max(_otsu(levels), floor)

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from service.inputs.digit_search.ink import MIN_CONTRAST
-from service.inputs.digit_search.paper import contrast_against, paper_under
-from service.inputs.digit_search.shapes import box, holes
+from service.inputs.digit_search.paper import contrast_against, paper_under, smoothed
+from service.inputs.digit_search.shapes import around, box, holes
 
 NEAR_PAPER_STROKES = 3.0  # the paper by the digit is estimated again in a window this many strokes wide...
 NEAR_PAPER_BOX = 0.4  # ... or this fraction of the digit's longest side, whichever is wider...
@@ -36,20 +36,16 @@ def without_paper_edges(
     is paper while the strokes keep their contrast. What is left of the band in specks goes too."""
     rows, cols = box(mask)
     longest = max(rows.stop - rows.start, cols.stop - cols.start)
-    height, width = mask.shape
-    window = min(max(NEAR_PAPER_STROKES * stroke_width, NEAR_PAPER_BOX * longest), max(height, width))
+    window = min(max(NEAR_PAPER_STROKES * stroke_width, NEAR_PAPER_BOX * longest), max(mask.shape))
     kernel = max(3, round(window) | 1)  # a mask without paper in its box has no finite stroke width
-    top, bottom = max(0, rows.start - kernel), min(height, rows.stop + kernel)
-    left, right = max(0, cols.start - kernel), min(width, cols.stop + kernel)
-    region = work[top:bottom, left:right]
+    region = around(mask, kernel)
+    pixels = work[region]
     pad = kernel // 2 + 1
-    extended = cv2.copyMakeBorder(region, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    extended = cv2.copyMakeBorder(pixels, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     element = cv2.getStructuringElement(cv2.MORPH_RECT, (kernel, kernel))  # separable: fast when wide
-    near = contrast_against(region, paper_under(extended, light_ink, element)[pad:-pad, pad:-pad], light_ink)
-    smooth_near = cv2.GaussianBlur(near, (0, 0), 1.0)
-    inside = mask[top:bottom, left:right]
-    kept = inside & (smooth_near >= NEAR_PAPER_SHARE * smooth[top:bottom, left:right])
-    return _keeping(mask, kept, (slice(top, bottom), slice(left, right)))
+    near = contrast_against(pixels, paper_under(extended, light_ink, element)[pad:-pad, pad:-pad], light_ink)
+    kept = mask[region] & (smoothed(near) >= NEAR_PAPER_SHARE * smooth[region])
+    return _keeping(mask, kept, region)
 
 
 def without_shadow_bands(
@@ -65,12 +61,7 @@ def without_shadow_bands(
     into the digit, each pixel taking the darkest paper it reaches within BESIDE_STEPS px without
     crossing anything brighter (a morphological reconstruction, cut short so that the paper across a
     stroke counts, not a shadow further along it)."""
-    rows, cols = box(mask)
-    reach = BESIDE_MARGIN + BESIDE_STEPS
-    region = (
-        slice(max(0, rows.start - reach), rows.stop + reach),
-        slice(max(0, cols.start - reach), cols.stop + reach),
-    )
+    region = around(mask, BESIDE_MARGIN + BESIDE_STEPS)
     inside = mask[region]
     pixels = np.clip(work[region], 0, 255).astype(np.uint8)
     darkness = 255 - pixels if light_ink else pixels
@@ -83,9 +74,8 @@ def without_shadow_bands(
     for _ in range(BESIDE_STEPS):  # on the paper itself, the max with its own darkness keeps it as it is
         beside = cv2.max(cv2.erode(beside, step), darkness)
     paper = (255 - beside if light_ink else beside).astype(np.float32)
-    against_beside = contrast_against(pixels.astype(np.float32), paper, light_ink)
-    smooth_beside = cv2.GaussianBlur(against_beside, (0, 0), 1.0)
-    return _keeping(mask, inside & (smooth_beside >= BESIDE_SHARE * smooth[region]), region)
+    against_beside = smoothed(contrast_against(pixels.astype(np.float32), paper, light_ink))
+    return _keeping(mask, inside & (against_beside >= BESIDE_SHARE * smooth[region]), region)
 
 
 def _keeping(mask: np.ndarray, kept: np.ndarray, region: tuple[slice, slice]) -> np.ndarray:

@@ -81,6 +81,12 @@ def ink_contrast(work: np.ndarray, light_ink: bool, closing: float = CLOSING) ->
     return contrast_against(work, surround, light_ink)
 
 
+def smoothed(contrast: np.ndarray) -> np.ndarray:
+    """The contrast blurred a little (1 px), as ink is told from paper by it: a pixel of noise or
+    a JPEG block's edge does not count, and every comparison of contrasts uses the same blur."""
+    return cv2.GaussianBlur(contrast, (0, 0), 1.0)
+
+
 def paper_under(image: np.ndarray, light_ink: bool, element: np.ndarray) -> np.ndarray:
     """The paper (or board) under everything narrower than ``element``. Closing (a max then a min
     filter) keeps the paper's own edges (shadows, the page's border) where they are and fills in

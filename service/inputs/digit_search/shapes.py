@@ -14,6 +14,16 @@ def box(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
+def around(mask: np.ndarray, margin: int) -> tuple[slice, slice]:
+    """The bounding box of a non-empty mask grown by ``margin`` px each way, within the image."""
+    rows, cols = box(mask)
+    height, width = mask.shape
+    return (
+        slice(max(0, rows.start - margin), min(height, rows.stop + margin)),
+        slice(max(0, cols.start - margin), min(width, cols.stop + margin)),
+    )
+
+
 def holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The components of what ``mask`` leaves free (4-connected, labelled) and the labels of those it
     encloses: the ones that do not reach the border."""

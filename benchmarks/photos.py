@@ -12,6 +12,7 @@ one core) and the digits both paths got wrong.
 
     .venv/bin/python benchmarks/photos.py                          # 5,000 digits, 150 non-digits, seed 0
     .venv/bin/python benchmarks/photos.py --conditions harsh       # notebook lines, dust, faded pencil...
+    .venv/bin/python benchmarks/photos.py --conditions mnist-strokes   # no pens of ours, no shadows
     .venv/bin/python benchmarks/photos.py --count 1000             # quicker, 0.3 points less precise
     .venv/bin/python benchmarks/photos.py --count 200 --out /tmp/photos   # keep the files to look at
 """
@@ -207,7 +208,8 @@ def main() -> None:
         "--conditions",
         choices=tuple(CONDITIONS),
         default="everyday",
-        help="everyday photos and scans, or harsh ones (notebook lines, dust, faded pencil, ...)",
+        help="everyday photos and scans, harsh ones (notebook lines, dust, faded pencil, ...), or MNIST's "
+        "own strokes under the everyday light without shadows",
     )
     parser.add_argument("--out", type=Path, help="keep the files here (default: a temporary folder)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP uploads")

@@ -10,10 +10,12 @@ Only the 10,000 test digits are used: the model never saw them, nor anything dra
 
 samples renders one sample from its own seeded stream: drawing puts the ink on a page (the digit
 enlarged, another pen, turned, placed), photograph shoots it (paper and pen colours, ruling, specks,
-light and shadows, optics, the file); conditions says how often each kind of damage happens.
+light and shadows, optics, the file); conditions says how often each kind of damage happens. One
+set of conditions, mnist-strokes, keeps MNIST's own strokes instead of a pen and has no shadows:
+MNIST digits as written, photographed, which tells what our pens cost from what the camera does.
 """
 
-from benchmarks.photo_set.conditions import CONDITIONS, EVERYDAY, HARSH, KINDS, Conditions
+from benchmarks.photo_set.conditions import CONDITIONS, EVERYDAY, HARSH, KINDS, MNIST_STROKES, Conditions
 from benchmarks.photo_set.samples import NON_DIGITS, Photo, non_digit_set, photo_set, render
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "EVERYDAY",
     "HARSH",
     "KINDS",
+    "MNIST_STROKES",
     "NON_DIGITS",
     "Conditions",
     "Photo",

@@ -62,8 +62,10 @@ def draw(
     big = cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     big = cv2.GaussianBlur(big, (0, 0), 0.6 * scale)  # round off the enlarged 28x28 grid
     # The pen: where the smooth digit passes a level (MNIST's own strokes sit near 0.35; a lower
-    # level thickens them), or a thinner pen along the strokes' middle.
-    if rng.random() < conditions.thin_pen:
+    # level thickens them), or a thinner pen along the strokes' middle; or no pen of ours at all.
+    if conditions.mnist_strokes:
+        big = np.clip(big, 0, 1)
+    elif rng.random() < conditions.thin_pen:
         kinds.add("thin_pen")
         half_width = float(rng.uniform(0.3, 0.9)) * scale  # MNIST's strokes: about 1.3 * scale
         big = _thin_pen(crop, big.shape, scale, pad, max(1.0, half_width))

@@ -10,7 +10,17 @@ import re
 import numpy as np
 from PIL import Image
 
-from benchmarks.photo_set import EVERYDAY, HARSH, KINDS, NON_DIGITS, non_digit_set, photo_set, render
+from benchmarks.photo_set import (
+    EVERYDAY,
+    HARSH,
+    KINDS,
+    MNIST_STROKES,
+    NON_DIGITS,
+    Conditions,
+    non_digit_set,
+    photo_set,
+    render,
+)
 from training.data import MnistArrays
 
 from .scripts import run_benchmark
@@ -63,6 +73,24 @@ def test_everyday_conditions_spare_the_digits_what_only_harsh_ones_do(mnist: Mni
     harsh = photo_set(images, labels, 60, seed=1, conditions=HARSH)
     assert harsh_only & {kind for photo in harsh for kind in photo.kinds}
     assert [p.index for p in everyday] == [p.index for p in harsh]  # the same digits, drawn otherwise
+
+
+def test_mnist_strokes_keep_the_digits_own_soft_edges_and_take_no_pen_or_shadow(mnist: MnistArrays) -> None:
+    images, labels = mnist.test_images.numpy(), mnist.test_labels.numpy()
+    own = photo_set(images, labels, 60, seed=1, conditions=MNIST_STROKES)
+    assert not {"thin_pen", "thick_marker", "shadow"} & {kind for photo in own for kind in photo.kinds}
+
+    def soft_share(conditions: Conditions) -> float:  # of the inked pixels, those between paper and ink
+        shares = []
+        for index in range(10):
+            drawing = render(images[index], int(labels[index]), index, 0, conditions, damaged=False)
+            with Image.open(io.BytesIO(drawing.data)) as image:
+                inked = np.asarray(image.convert("L"))
+            inked = inked[inked < 250]
+            shares.append(float(((inked > 30) & (inked < 225)).mean()))
+        return float(np.median(shares))
+
+    assert soft_share(MNIST_STROKES) > 2 * soft_share(EVERYDAY)
 
 
 def test_non_digits_are_blank_pages_letters_and_scribbles() -> None:

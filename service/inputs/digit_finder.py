@@ -7,10 +7,13 @@ edges that passed for ink are taken away against the paper right next to the dig
 the middles of strokes too bold for the paper's estimate are given back (bold_strokes); then the
 recipe MNIST was made with: crop, longest side to 20 px, centre of mass in a 28x28 frame, white on
 black, strokes thinner than MNIST's thickened (mnist_frame). Light writing on a dark board is found
-the same way, the other way up.
+the same way, the other way up; where the test of which way up is in doubt and finds a blob (a bold
+light digit's loops taken for dark ink), the other way up is tried too.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,20 +22,27 @@ from service.inputs.digit_search.bold_strokes import fill_ink_holes, fill_wide_s
 from service.inputs.digit_search.ink import digit_mask
 from service.inputs.digit_search.mnist_frame import SIDE, mnist_frame
 from service.inputs.digit_search.near_paper import without_paper_edges, without_shadow_bands
-from service.inputs.digit_search.paper import ink_contrast, is_light_ink, smoothed, working_copy
-from service.inputs.digit_search.shapes import box, stroke_width
+from service.inputs.digit_search.paper import ink_contrast, ink_polarity, smoothed, working_copy
+from service.inputs.digit_search.shapes import boldness, box, stroke_width
 
 __all__ = ["SIDE", "find_digit"]
+
+BLOB = 0.4  # strokes this wide against the digit's size: a blob, perhaps found the wrong way up
 
 
 def find_digit(gray: np.ndarray) -> np.ndarray:
     """The digit in a grayscale image (any size, either polarity) as MNIST has it: uint8 [28, 28],
     white on black. Unprocessable when there is no ink at all."""
     work = working_copy(gray)
-    light_ink = is_light_ink(work)
-    contrast = ink_contrast(work, light_ink)
-    smooth = smoothed(contrast)
-    mask = digit_mask(smooth)
+    light_ink, sure = ink_polarity(work)
+    contrast, smooth, mask = _ink(work, light_ink)
+    if mask is not None and not sure and boldness(mask) > BLOB:
+        # A bold light digit's loops, found as dark ink, make a blob; the other way up, its strokes
+        # are found instead, thinner against their size.
+        other = _ink(work, not light_ink)
+        if other.mask is not None and boldness(other.mask) < boldness(mask):
+            light_ink = not light_ink
+            contrast, smooth, mask = other
     if mask is None:
         raise Unprocessable("image contains no digit: it is blank after background removal")
     strokes = stroke_width(mask[box(mask)])
@@ -41,3 +51,15 @@ def find_digit(gray: np.ndarray) -> np.ndarray:
     fill_wide_strokes(mask, contrast, work, light_ink, strokes)
     fill_ink_holes(mask, contrast, work, light_ink)
     return mnist_frame(contrast, mask)
+
+
+class _Ink(NamedTuple):
+    contrast: np.ndarray  # ink_contrast, for one polarity
+    smooth: np.ndarray  # the same, smoothed
+    mask: np.ndarray | None  # the digit found in it, if any
+
+
+def _ink(work: np.ndarray, light_ink: bool) -> _Ink:
+    contrast = ink_contrast(work, light_ink)
+    smooth = smoothed(contrast)
+    return _Ink(contrast, smooth, digit_mask(smooth))

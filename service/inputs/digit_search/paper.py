@@ -8,6 +8,8 @@ Light writing on a dark board is handled the same way, the other way up.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -44,15 +46,22 @@ def _coarse(work: np.ndarray, side: int = COARSE_SIDE) -> tuple[np.ndarray, floa
     return cv2.resize(work, size, interpolation=cv2.INTER_AREA), factor
 
 
-def is_light_ink(work: np.ndarray) -> bool:
-    """Is the writing lighter than its surroundings (chalk on a board, a negative)?
+class Polarity(NamedTuple):
+    light_ink: bool  # the writing is lighter than its surroundings (chalk on a board, a negative)
+    sure: bool  # the evidence for one way outweighs that for the other LIGHT_INK_ODDS times over
+
+
+def ink_polarity(work: np.ndarray) -> Polarity:
+    """Is the writing lighter than its surroundings, and how sure is that?
 
     Each pixel is compared with the median of its surroundings, as a ratio, so that lighting (which
     multiplies) and shadows cancel out: writing then reaches far to one side, noise a little to both.
+    A bold digit filling its surroundings leaves little evidence either way: its loops stand out the
+    other way as much as its strokes do.
     """
     coarse, _ = _coarse(work, POLARITY_SIDE)
     if min(coarse.shape) < 3:
-        return False
+        return Polarity(light_ink=False, sure=True)
     kernel = min(255, max(3, round(max(coarse.shape) * CLOSING) | 1))
     local = cv2.medianBlur(np.clip(coarse, 0, 255).astype(np.uint8), kernel).astype(np.float32)
     ratio = np.log((coarse + 8.0) / (local + 8.0))
@@ -60,7 +69,8 @@ def is_light_ink(work: np.ndarray) -> bool:
     spread = 3 * 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
     darker = float(np.square(np.clip(-ratio - spread, 0, None)).sum())
     lighter = float(np.square(np.clip(ratio - spread, 0, None)).sum())
-    return lighter > LIGHT_INK_ODDS * darker
+    light_ink = lighter > LIGHT_INK_ODDS * darker
+    return Polarity(light_ink, sure=light_ink or darker >= LIGHT_INK_ODDS * lighter)
 
 
 def ink_contrast(work: np.ndarray, light_ink: bool, closing: float = CLOSING) -> np.ndarray:

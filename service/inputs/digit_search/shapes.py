@@ -42,6 +42,13 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2 * float(np.median(depth[ridge])) - 1 if ridge.any() else 0.0
 
 
+def boldness(mask: np.ndarray) -> float:
+    """The strokes' width against the longest side of a non-empty mask's box: about 0.1 to 0.2 for a
+    digit, 0.3 for a marker's, near 1 for a blob."""
+    rows, cols = box(mask)
+    return stroke_width(mask[rows, cols]) / max(rows.stop - rows.start, cols.stop - cols.start)
+
+
 def distances(mask: np.ndarray, mask_size: int) -> np.ndarray:
     """Euclidean distance from each nonzero pixel to the nearest zero, without Intel IPP. OpenCV turns
     IPP on per thread, and IPP's exact transform gives other distances than OpenCV's own: the same

@@ -8,9 +8,12 @@ and the page's own structures (a shadow, the table beyond the page's edge) are d
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
+from service.inputs.digit_search.paper import CLOSING, ink_contrast, smoothed
 from service.inputs.digit_search.ruled_lines import bridged, ruled_lines
 from service.inputs.digit_search.shapes import distances
 
@@ -24,6 +27,20 @@ NEAR = 0.3  # pieces within this fraction of the digit's size belong to it
 PIECE = 0.25  # ... if they are at least this fraction of its size (a dot is not)
 SPANNING = 0.9  # what reaches this fraction across the image from a border is the page, not the digit
 PEAK_PERCENTILE = 90  # of the digit's contrast: its ink's level, not counting the strokes' soft edges
+
+
+class Ink(NamedTuple):
+    contrast: np.ndarray  # paper.ink_contrast
+    smooth: np.ndarray  # the same, smoothed
+    mask: np.ndarray | None  # the digit's pixels, None where there is no ink
+
+
+def found_ink(work: np.ndarray, light_ink: bool, closing: float = CLOSING) -> Ink:
+    """The contrast against the paper under everything narrower than ``closing`` (of the image),
+    and the digit's pixels in it."""
+    contrast = ink_contrast(work, light_ink, closing)
+    smooth = smoothed(contrast)
+    return Ink(contrast, smooth, digit_mask(smooth))
 
 
 def ink_level(contrast: np.ndarray, mask: np.ndarray) -> float:

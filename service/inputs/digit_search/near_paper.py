@@ -1,10 +1,11 @@
-"""The digit's mask checked against the paper right next to the digit.
+"""The digit's ink checked against nearer estimates of the paper.
 
 The paper's coarse estimate (service.inputs.digit_search.paper) smooths a shadow's edge over a few
-pixels and fills in a shadow narrower than its window, so a band along the edge can pass for faint
-ink and join the digit where they touch. Two nearer estimates take such bands away again: the paper
-re-estimated at full resolution in a window a few strokes wide, then the paper right beside the
-strokes flooded into them.
+pixels and fills in part of a shadow narrower than its window, so a band along the edge can pass
+for faint ink and join the digit where they touch. Three nearer estimates take such bands away
+again: the paper under everything narrower than a few strokes, on the same coarse grid (the ink is
+found again against it); the paper at full resolution in a window a few strokes wide around the
+digit; and the paper right beside the strokes flooded into them.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from service.inputs.digit_search.ink import MIN_CONTRAST
-from service.inputs.digit_search.paper import contrast_against, paper_under, smoothed
-from service.inputs.digit_search.shapes import around, box, holes
+from service.inputs.digit_search.ink import MIN_CONTRAST, found_ink, ink_level
+from service.inputs.digit_search.paper import CLOSING, contrast_against, paper_under, smoothed
+from service.inputs.digit_search.shapes import around, box, holes, stroke_width
 
+STROKE_SCALE = 6.0  # the paper is estimated again under everything narrower than this many strokes...
+SMALLEST_CLOSING = 0.08  # ... or this fraction of the image, whichever is wider...
+FAINTEST_INK = 0.3  # ... where the ink stands out at least this much (fainter strokes would fade)...
+KEPT_WITHIN = 0.5  # ... and the digit found again lies at least this share within the first
 NEAR_PAPER_STROKES = 3.0  # the paper by the digit is estimated again in a window this many strokes wide...
 NEAR_PAPER_BOX = 0.4  # ... or this fraction of the digit's longest side, whichever is wider...
 NEAR_PAPER_SHARE = 0.5  # ... and ink keeps at least this share of its contrast against it
@@ -23,6 +28,27 @@ BESIDE_MARGIN = 2  # px: the paper right beside the digit starts past its stroke
 BESIDE_STEPS = 8  # ... and reaches this far into it...
 BESIDE_SHARE = 0.25  # ... and ink keeps at least this share of its contrast against it
 SPECK_SHARE = 0.05  # what either leaves of the mask in pieces under this share of the largest one's area goes
+
+
+def at_stroke_scale(
+    contrast: np.ndarray, smooth: np.ndarray, mask: np.ndarray, work: np.ndarray, light_ink: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ink (its contrast, smoothed contrast and the digit's mask) found again against the paper
+    under everything narrower than a few strokes, not a fifth of the image.
+
+    The wide closing fills in part of a shadow narrower than itself, so the shadow stands out as
+    faint ink, and its tip may outweigh faint writing when the digit is chosen. A closing
+    STROKE_SCALE strokes wide still fills in every stroke and leaves such a shadow as paper. Not
+    for faint ink: on the coarse grid such a closing takes in part of the strokes around it, and
+    the paper it finds under a faint stroke is dark enough to lose it. And the digit found again
+    must lie mostly within the first: a ruled line or a speck that now stands out more is not it."""
+    closing = max(STROKE_SCALE * stroke_width(mask[box(mask)]) / max(work.shape), SMALLEST_CLOSING)
+    if closing >= CLOSING or ink_level(contrast, mask) < FAINTEST_INK:
+        return contrast, smooth, mask
+    again = found_ink(work, light_ink, closing)
+    if again.mask is None or (again.mask & mask).sum() < KEPT_WITHIN * again.mask.sum():
+        return contrast, smooth, mask
+    return again.contrast, again.smooth, again.mask
 
 
 def without_paper_edges(
